@@ -1,0 +1,49 @@
+"""The command line: ``python -m mtbench [overrides]``, a Hydra application."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "config"
+
+
+def config_dir() -> Path:
+    """``conf/`` of a source checkout (editable install), or the copy shipped inside the package."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "conf", package / "conf"):
+        if (candidate / f"{CONFIG_NAME}.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"mtbench's config folder is missing (looked next to {package})")
+
+
+def prepare() -> None:
+    """Load plugins (filling Hydra's ConfigStore) and store mtbench's own schema."""
+    from mtbench import registry
+    from mtbench.config import store_schema
+
+    registry.load_entry_points()
+    store_schema()
+
+
+def _task(cfg: Any) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from mtbench.protocol import run_benchmark
+
+    results = run_benchmark(cfg, Path(HydraConfig.get().runtime.output_dir))
+    comparison = results.get("comparison") or {}
+    return comparison.get("delta_m_percent")
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+    import hydra
+
+    prepare()
+    hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base="1.3")(_task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The multitask model: one shared backbone, one head layer that predicts every task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="mtbench")
+class MultiTaskModel(keras.Model):
+    """Images (uint8 or float, HWC) -> shared features -> a dict of float32 logits per task.
+
+    Args:
+        backbone: A Keras layer from images scaled to [0, 1] to a feature tensor.
+        heads: A Keras layer from features to ``{task: logits}``.
+
+    Example:
+        >>> model = MultiTaskModel(SeedCNN(), DenseHeads(tasks=[TaskSpec("fine", 100)]))
+        >>> model(images)["fine"].shape
+        TensorShape([batch, 100])
+    """
+
+    def __init__(self, backbone: keras.layers.Layer, heads: keras.layers.Layer, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.heads = heads
+
+    def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+        """uint8 pixels -> the compute dtype, scaled to [0, 1]."""
+        return tf.cast(images, self.compute_dtype) / tf.constant(255.0, self.compute_dtype)
+
+    def features(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.backbone(self.preprocess(images), training=training)
+
+    def predict_heads(self, features: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        logits = self.heads(features, training=training)
+        return {task: tf.cast(value, tf.float32) for task, value in logits.items()}
+
+    def call(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        return self.predict_heads(self.features(images, training=training), training=training)
+
+    @property
+    def shared_variables(self) -> list[keras.Variable]:
+        return list(self.backbone.trainable_variables)
+
+    @property
+    def task_variables(self) -> list[keras.Variable]:
+        return list(self.heads.trainable_variables)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            heads=keras.saving.serialize_keras_object(self.heads),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MultiTaskModel:
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        heads = keras.saving.deserialize_keras_object(config.pop("heads"))
+        return cls(backbone, heads, **config)

@@ -1,0 +1,284 @@
+"""The results of a benchmark: the ``mtbench.results/1`` schema, the comparison math and the report.
+
+``results.json`` (written atomically after every run, so a crash keeps what was finished)::
+
+    {"schema": "mtbench.results/1",
+     "status": "running" | "complete" | "failed",
+     "error": null | "<message>",                  # why the benchmark failed
+     "config": {...},                              # the full resolved config
+     "environment": {...},                         # library versions, git commit, machine
+     "runs": [{"name": "single:fine" | "single:coarse" | "joint", "tasks": [...],
+               "weighting": "<plugin>",
+               "test": {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
+               "best_epoch": 1,                    # selected on validation, 1-based
+               "val": {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
+               "history": [{"epoch": 1, "train_loss": {...}, "loss_weights": {...},
+                            "val": {...}, "seconds": 0.0}],
+               "timing": {"epoch_seconds": [...], "train_seconds": 0.0,
+                          "images_per_second": 0.0, "trace_seconds": 0.0,
+                          "eval_seconds": 0.0, "test_seconds": 0.0},
+               "parameters": 0, "peak_memory_mb": 0.0, "peak_memory_scope": "run" | "process",
+               "peak_device_memory_mb": null | 0.0, "device": "...", "precision": "..."}],
+     "comparison": null | {
+         "metric": "test top-1 accuracy",
+         "delta_m_percent": 0.0,
+         "formula": "...",
+         "tasks": {"<task>": {"single": 0.0, "joint": 0.0, "delta_percent": 0.0}},
+         "hierarchy": null | {"child": "fine", "parent": "coarse"},
+         "hierarchy_consistency": null | 0.0,        # joint model
+         "hierarchy_consistency_single": null | 0.0  # the two single-task models together
+     }}
+
+Accuracies are fractions in [0, 1]; times are wall-clock seconds; memory is MiB.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "mtbench.results/1"
+
+DELTA_M_FORMULA = (
+    "delta_m = 100/T * sum_t (A_joint,t - A_single,t) / A_single,t, with A the test top-1 "
+    "accuracy of task t (higher is better) and T the number of tasks"
+)
+
+
+def delta_percent(single: float, joint: float) -> float:
+    """Relative change of the joint model against the single-task one, in percent."""
+    if single <= 0:
+        raise ValueError(f"the single-task accuracy is {single}; the relative gain is undefined")
+    return 100.0 * (joint - single) / single
+
+
+def delta_m(single: Mapping[str, float], joint: Mapping[str, float]) -> float:
+    """Mean relative multitask gain over tasks, in percent (see :data:`DELTA_M_FORMULA`)."""
+    if set(single) != set(joint) or not single:
+        raise ValueError(f"tasks differ: single {sorted(single)}, joint {sorted(joint)}")
+    return float(np.mean([delta_percent(single[t], joint[t]) for t in single]))
+
+
+def hierarchy_consistency(
+    child_predictions: np.ndarray, parent_predictions: np.ndarray, parent_of: np.ndarray
+) -> float:
+    """Fraction of images whose predicted parent class is the predicted child class's parent."""
+    return float(np.mean(parent_of[child_predictions] == parent_predictions))
+
+
+def compare(
+    runs: list[dict[str, Any]],
+    tasks: list[str],
+) -> dict[str, Any] | None:
+    """The single-task versus joint comparison, or ``None`` when either side is missing."""
+    by_name = {run["name"]: run for run in runs}
+    joint = by_name.get("joint")
+    singles = {t: by_name.get(f"single:{t}") for t in tasks}
+    if joint is None or any(run is None for run in singles.values()):
+        return None
+    single_acc = {t: singles[t]["test"][t]["accuracy"] for t in tasks}  # type: ignore[index]
+    joint_acc = {t: joint["test"][t]["accuracy"] for t in tasks}
+    try:
+        per_task = {
+            t: {
+                "single": single_acc[t],
+                "joint": joint_acc[t],
+                "delta_percent": delta_percent(single_acc[t], joint_acc[t]),
+            }
+            for t in tasks
+        }
+        gain: float | None = delta_m(single_acc, joint_acc)
+    except ValueError:
+        per_task = {
+            t: {"single": single_acc[t], "joint": joint_acc[t], "delta_percent": None}
+            for t in tasks
+        }
+        gain = None
+    return {
+        "metric": "test top-1 accuracy",
+        "delta_m_percent": gain,
+        "formula": DELTA_M_FORMULA,
+        "tasks": per_task,
+    }
+
+
+def environment(project_dir: Path | None = None) -> dict[str, Any]:
+    """Library versions, the project's git commit and the machine, for the record."""
+    versions = {}
+    for package in ("mtbench", "tensorflow", "keras", "numpy", "hydra-core", "omegaconf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "git_commit": _git_commit(project_dir or Path(__file__).resolve().parent.parent),
+    }
+
+
+def _git_commit(directory: Path) -> str | None:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "") if commit else None
+
+
+# --------------------------------------------------------------------------------------- report
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def task_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per task: single and joint test top-1 / top-5 accuracy (%) and the relative change."""
+    headers = [
+        "task", "single top-1 %", "joint top-1 %", "delta %", "single top-5 %", "joint top-5 %",
+    ]  # fmt: skip
+    runs = {run["name"]: run for run in results["runs"]}
+    joint = runs.get("joint")
+    comparison = results.get("comparison") or {"tasks": {}}
+    tasks = joint["tasks"] if joint else [t for r in results["runs"] for t in r["tasks"]]
+    rows = []
+    for t in tasks:
+        single = runs.get(f"single:{t}")
+        rows.append(
+            [
+                t,
+                _pct(single["test"][t]["accuracy"]) if single else "n/a",
+                _pct(joint["test"][t]["accuracy"]) if joint else "n/a",
+                _signed(comparison["tasks"].get(t, {}).get("delta_percent")),
+                _pct(single["test"][t]["top5_accuracy"]) if single else "n/a",
+                _pct(joint["test"][t]["top5_accuracy"]) if joint else "n/a",
+            ]
+        )
+    return headers, rows
+
+
+def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per run: selection, cost and where it ran."""
+    headers = [
+        "run", "best epoch", "s/epoch", "images/s", "train s", "trace s", "eval s",
+        "peak MiB", "precision", "device",
+    ]  # fmt: skip
+    rows = []
+    for run in results["runs"]:
+        timing = run["timing"]
+        epochs = timing["epoch_seconds"]
+        rows.append(
+            [
+                run["name"],
+                str(run["best_epoch"]),
+                f"{np.mean(epochs):.2f}" if epochs else "n/a",
+                f"{timing['images_per_second']:.0f}",
+                f"{timing['train_seconds']:.1f}",
+                f"{timing['trace_seconds']:.2f}",
+                f"{timing['eval_seconds'] + timing['test_seconds']:.1f}",
+                f"{run['peak_memory_mb']:.0f}",
+                run["precision"],
+                run["device"],
+            ]
+        )
+    return headers, rows
+
+
+def _table(table: tuple[list[str], list[list[str]]], fmt: str) -> str:
+    from tabulate import tabulate
+
+    headers, rows = table
+    return tabulate(rows, headers=headers, tablefmt=fmt)
+
+
+def summary_text(results: Mapping[str, Any], fmt: str = "github") -> str:
+    parts = [_table(task_table(results), fmt)]
+    comparison = results.get("comparison")
+    if comparison:
+        line = f"delta_m = {_signed(comparison['delta_m_percent'])} %"
+        if comparison.get("hierarchy_consistency") is not None:
+            h = comparison["hierarchy"]
+            line += (
+                f"; hierarchy consistency ({h['child']} -> {h['parent']}): joint "
+                f"{_pct(comparison['hierarchy_consistency'], 1)} %, single-task pair "
+                f"{_pct(comparison.get('hierarchy_consistency_single'), 1)} %"
+            )
+        parts.append(line)
+    parts.append(_table(run_table(results), fmt))
+    return "\n\n".join(parts)
+
+
+def render_report(results: Mapping[str, Any]) -> str:
+    """A readable Markdown report of ``results``."""
+    config = results["config"]
+    names = {k: config[k].get("name", "?") for k in ("dataset", "backbone", "head", "weighting")}
+    trainer = config["trainer"]
+    env = results["environment"]
+    lines = [
+        "# mtbench report",
+        "",
+        f"Status: **{results['status']}**"
+        + (f" ({results['error']})" if results.get("error") else ""),
+        "",
+        f"Dataset `{names['dataset']}`, backbone `{names['backbone']}`, head `{names['head']}`, "
+        f"weighting `{names['weighting']}` (single-task baselines: plain loss). "
+        f"Trainer: {trainer['optimizer']}, learning rate {trainer['learning_rate']}, "
+        f"batch {trainer['batch_size']}, {trainer['epochs']} epochs, precision "
+        f"{trainer['precision']}; seed {config['seed']}.",
+        "",
+        "## Test accuracy",
+        "",
+        "Each run's weights are those of its best epoch on the validation split (mean "
+        "validation top-1 accuracy over the run's tasks); the test split is used only here.",
+        "",
+    ]
+    lines.append(_table(task_table(results), "github"))
+    comparison = results.get("comparison")
+    if comparison:
+        lines += ["", f"**delta_m = {_signed(comparison['delta_m_percent'])} %**, where "
+                  f"{comparison['formula']}."]  # fmt: skip
+        if comparison.get("hierarchy_consistency") is not None:
+            h = comparison["hierarchy"]
+            lines += [
+                "",
+                f"Hierarchy consistency (how often the predicted `{h['parent']}` class is the "
+                f"parent of the predicted `{h['child']}` class, on test): joint model "
+                f"{_pct(comparison['hierarchy_consistency'], 1)} %; the two single-task models "
+                f"together {_pct(comparison.get('hierarchy_consistency_single'), 1)} %.",
+            ]
+    lines += [
+        "",
+        "## Cost",
+        "",
+        _table(run_table(results), "github"),
+        "",
+        "s/epoch and images/s count training steps only, from the first touch of an epoch's data "
+        "to the end of its last step; tracing the step (trace s) and validation plus test "
+        "(eval s) are measured apart. Peak MiB is the process's resident-memory high-water mark "
+        "during the run.",
+        "",
+        "## Environment",
+        "",
+        f"Python {env['python']} on {env['platform']}; "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+        + f"; git commit {env['git_commit'] or 'unknown'}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The interface of loss-weighting plugins: from per-task statistics to one update.
+
+A weighting method is a small Keras layer (so that its state, such as learnable log-variances or a
+loss history, is saved with checkpoints) that never reads trainer state: the trainer hands it what
+it needs.
+
+- :class:`LossWeighting` maps the per-task losses of a batch to one objective. Its trainable
+  variables, if any, are trained with the model by the same optimizer.
+- :class:`GradientWeighting` maps each task's gradient to one combined gradient. ``gradient_of``
+  says which gradient it needs: ``"shared_parameters"`` (the backbone's parameters, flattened) or
+  ``"features"`` (the shared representation of the batch, as MGDA-UB uses; the method then returns
+  task weights and the trainer back-propagates the weighted sum of losses). Task-specific heads
+  are always trained on their own task's loss. A gradient method that learns variables updates
+  them itself inside :meth:`GradientWeighting.aggregate`.
+
+All tensors are float32 whatever the training precision. Calls happen inside the compiled
+training step, so use TensorFlow operations, not Python branching on tensor values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class Weighting(keras.layers.Layer):
+    """Base of weighting methods; subclass :class:`LossWeighting` or :class:`GradientWeighting`."""
+
+    level: ClassVar[Literal["loss", "gradient"]]
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("dtype", "float32")  # weights are never computed in low precision
+        super().__init__(**kwargs)
+        self.tasks: tuple[str, ...] = ()
+
+    def setup(self, tasks: Sequence[str]) -> None:
+        """Called once, before training, with the task names in the order of every tensor."""
+        self.tasks = tuple(tasks)
+        self.build_state(len(self.tasks))
+        self.built = True
+
+    def build_state(self, num_tasks: int) -> None:
+        """Create variables (``self.add_weight``) that depend on the number of tasks."""
+
+    def on_epoch_end(self, epoch: int, mean_losses: np.ndarray) -> None:
+        """Called between epochs (eagerly) with each task's mean training loss of that epoch."""
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+
+class LossWeighting(Weighting):
+    """A method that weights the task losses. Override :meth:`weights` or :meth:`combine`."""
+
+    level = "loss"
+
+    def combine(self, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Map the batch's task losses ``[T]`` to ``(objective, weights [T])``."""
+        weights = self.weights(losses)
+        return tf.reduce_sum(weights * losses), weights
+
+    def weights(self, losses: tf.Tensor) -> tf.Tensor:
+        """The weight of each task's loss, ``[T]``."""
+        raise NotImplementedError
+
+
+class GradientWeighting(Weighting):
+    """A method that combines per-task gradients. Override :meth:`aggregate`."""
+
+    level = "gradient"
+    gradient_of: ClassVar[Literal["shared_parameters", "features"]] = "shared_parameters"
+
+    def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Combine ``grads`` ``[T, P]`` (row t: task t's gradient) into ``(update, weights)``.
+
+        ``weights`` are the effective task weights where the method has them (used for logging,
+        and for ``gradient_of="features"`` as the loss weights); otherwise any ``[T]`` summary.
+        """
+        raise NotImplementedError
+
+
+class EqualWeights(LossWeighting):
+    """Every task's loss with weight 1: the objective is the plain sum of the task losses.
+
+    Single-task baselines are trained with this objective whatever method the joint run uses.
+    """
+
+    def weights(self, losses: tf.Tensor) -> tf.Tensor:
+        return tf.ones_like(losses)

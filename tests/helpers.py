@@ -1,0 +1,32 @@
+"""Helpers for tests: running the CLI in a subprocess, finding the real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def real_data_root() -> Path | None:
+    """The folder holding the real ``cifar100.npz`` ($MTBENCH_REAL_DATA or ../shared), if any."""
+    candidates = [os.environ.get("MTBENCH_REAL_DATA"), REPO.parent / "shared/data/cifar100"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "cifar100.npz").is_file():
+            return Path(candidate)
+    return None
+
+
+def run_mtbench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run ``python -m mtbench`` in a subprocess; return the CompletedProcess."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mtbench", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,113 @@
+"""``python -m mtbench +experiment=cifar100_mtl`` end to end on tiny synthetic data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import run_mtbench
+from hydra import compose, initialize_config_dir
+
+from mtbench import registry
+from mtbench.cli import config_dir, prepare
+from mtbench.protocol import Benchmark
+from mtbench.results import delta_m
+from mtbench.weighting import LossWeighting
+
+TINY = ["dataset.val_size=100", "trainer.epochs=2", "trainer.batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def e2e_run(archive_root, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("e2e")
+    root = shutil.copytree(archive_root, work / "data")
+    md5 = hashlib.md5((root / "cifar-100-python.tar.gz").read_bytes()).hexdigest()
+    result = run_mtbench(
+        [
+            "+experiment=cifar100_mtl",
+            f"dataset.root={root}",
+            f"dataset.md5={md5}",
+            "dataset.download=false",
+            *TINY,
+            "hydra.run.dir=run",
+        ],
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (work / "stdout.txt").write_text(result.stdout)
+    return work
+
+
+def test_results_json_has_every_run_and_a_consistent_comparison(e2e_run):
+    results = json.loads((e2e_run / "run" / "results.json").read_text())
+    assert results["schema"] == "mtbench.results/1" and results["status"] == "complete"
+    assert results["config"]["trainer"]["epochs"] == 2 and results["config"]["seed"] == 0
+    assert results["environment"]["versions"]["tensorflow"]
+    runs = {run["name"]: run for run in results["runs"]}
+    assert list(runs) == ["single:fine", "single:coarse", "joint"]
+    assert runs["joint"]["tasks"] == ["fine", "coarse"] and runs["joint"]["weighting"] == "ew"
+    for run in runs.values():
+        for task in run["tasks"]:
+            test = run["test"][task]
+            assert 0 <= test["accuracy"] <= test["top5_accuracy"] <= 1
+            assert 0 <= run["val"][task]["accuracy"] <= 1
+        assert run["best_epoch"] in (1, 2) and len(run["history"]) == 2
+        timing = run["timing"]
+        assert len(timing["epoch_seconds"]) == 2
+        assert timing["train_seconds"] == pytest.approx(sum(timing["epoch_seconds"]))
+        assert timing["images_per_second"] == pytest.approx(2 * 700 / timing["train_seconds"])
+        assert run["peak_memory_mb"] > 0 and run["device"] and run["precision"]
+        assert run["parameters"] > 940_128
+    comparison = results["comparison"]
+    single = {t: runs[f"single:{t}"]["test"][t]["accuracy"] for t in ("fine", "coarse")}
+    joint = {t: runs["joint"]["test"][t]["accuracy"] for t in ("fine", "coarse")}
+    assert comparison["delta_m_percent"] == pytest.approx(delta_m(single, joint))
+    assert comparison["tasks"]["fine"]["single"] == single["fine"]
+    assert 0 <= comparison["hierarchy_consistency"] <= 1
+    assert comparison["hierarchy"] == {"child": "fine", "parent": "coarse"}
+    assert "delta_m" in comparison["formula"]
+    # the synthetic classes are learnable: the coarse task is well above chance (1/20)
+    assert joint["coarse"] > 0.1 and single["coarse"] > 0.1
+
+
+def test_report_table_and_tensorboard_are_written(e2e_run):
+    report = (e2e_run / "run" / "report.md").read_text()
+    assert "| fine" in report and "| coarse" in report and "delta_m" in report
+    assert "100/T" in report
+    assert "delta_m =" in (e2e_run / "stdout.txt").read_text()  # the summary is printed
+    for run in ("single_fine", "single_coarse", "joint"):
+        events = list((e2e_run / "run" / "tensorboard" / run).glob("events.out.tfevents.*"))
+        assert events, run
+
+
+class _FailsWhenTraced(LossWeighting):
+    def weights(self, losses):
+        raise RuntimeError("weighting exploded")
+
+
+def test_a_failing_joint_run_keeps_the_finished_runs(npz_root, tmp_path):
+    prepare()
+    with registry.isolated():
+        registry.register("weighting", "test_exploding")(_FailsWhenTraced)
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=[
+                    "+experiment=cifar100_mtl",
+                    "weighting=test_exploding",
+                    f"dataset.root={npz_root}",
+                    "trainer.progress=false",
+                    "trainer.epochs=1",
+                    *TINY[:1],
+                    "trainer.batch_size=128",
+                ],
+            )
+        with pytest.raises(RuntimeError, match="weighting exploded"):
+            Benchmark(cfg, tmp_path).run()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "failed" and "weighting exploded" in results["error"]
+    assert [run["name"] for run in results["runs"]] == ["single:fine", "single:coarse"]
+    assert "failed" in (tmp_path / "report.md").read_text()

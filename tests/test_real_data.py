@@ -1,0 +1,51 @@
+"""Real CIFAR-100 runs (opt in: ``pytest -m realdata``; skipped when the data is absent)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_mtbench
+
+
+def _run(real_root, tmp_path, *overrides: str) -> dict:
+    result = run_mtbench(
+        [
+            "+experiment=cifar100_mtl",
+            f"dataset.root={real_root}",
+            "dataset.download=false",
+            "trainer.progress=false",
+            *overrides,
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        timeout=3600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "run" / "results.json").read_text())
+
+
+@pytest.mark.realdata
+def test_reference_experiment_on_a_real_subset(real_root, tmp_path):
+    results = _run(real_root, tmp_path, "trainer.epochs=1", "dataset.train_limit=10000")
+    assert results["status"] == "complete"
+    runs = {run["name"]: run for run in results["runs"]}
+    assert set(runs) == {"single:fine", "single:coarse", "joint"}
+    for name, task, chance in (("single:fine", "fine", 0.01), ("single:coarse", "coarse", 0.05)):
+        assert runs[name]["test"][task]["accuracy"] > 3 * chance
+        assert runs["joint"]["test"][task]["accuracy"] > 3 * chance
+    assert results["comparison"]["delta_m_percent"] is not None
+    assert runs["joint"]["timing"]["images_per_second"] > 0
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_notebook_settings_reach_the_notebook_accuracy(real_root, tmp_path):
+    """Adam, 10 epochs, batch 32, float32 on the full training set: about 28-32 % fine top-1."""
+    results = _run(
+        real_root, tmp_path,
+        "trainer.epochs=10", "trainer.batch_size=32", "trainer.precision=float32",
+        "benchmark.tasks=[fine]",
+    )  # fmt: skip
+    (run,) = results["runs"]
+    assert 0.26 <= run["test"]["fine"]["accuracy"] <= 0.34
