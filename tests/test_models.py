@@ -5,24 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-
-from mtbench import registry
-from mtbench.data import TaskSpec
-from mtbench.model import MultiTaskModel
-from mtbench.protocol import dtype_policy
-
-TASKS = [TaskSpec("fine", 100), TaskSpec("coarse", 20)]
-
-
-def _model(precision: str = "float32") -> MultiTaskModel:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": "seed_cnn"}),
-            registry.build("head", {"name": "dense"}, tasks=TASKS, hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
-    return model
+from helpers import reference_model as _model
 
 
 def test_seed_cnn_is_exactly_the_notebook_extractor():

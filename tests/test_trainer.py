@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import reference_model as _model
 
-from mtbench import registry
 from mtbench.config import Optimizer, TrainerConfig
-from mtbench.data import Split, TaskSpec
-from mtbench.model import MultiTaskModel
-from mtbench.protocol import dtype_policy
+from mtbench.data import Split
 from mtbench.trainer import Trainer, classification_metrics, topk_accuracy
 from mtbench.weighting import EqualWeights, GradientWeighting
-
-TASKS = [TaskSpec("fine", 100), TaskSpec("coarse", 20)]
-
-
-def _model(precision: str = "float32") -> MultiTaskModel:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": "seed_cnn"}),
-            registry.build("head", {"name": "dense"}, tasks=TASKS, hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
-    return model
 
 
 def _split(arrays, part: str, n: int | None = None) -> Split:
