@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -32,6 +32,14 @@ from mtbench.model import MultiTaskModel
 from mtbench.weighting import GradientWeighting, LossWeighting, Weighting
 
 log = logging.getLogger(__name__)
+
+
+class _Forward(NamedTuple):
+    features: tf.Tensor
+    losses: tf.Tensor  # [T] float32, unscaled
+    scaled: list[tf.Tensor]  # each task's loss, scaled for float16 loss scaling
+    regularization: tf.Tensor
+    heads_objective: tf.Tensor  # sum of the task losses plus regularization
 
 
 @dataclass
@@ -164,60 +172,100 @@ class Trainer:
     def _loss_level_step(
         self, images: tf.Tensor, labels: dict[str, tf.Tensor]
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        assert isinstance(self.weighting, LossWeighting)
-        variables = self.model.trainable_variables + self.weighting.trainable_variables
+        weighting = self.weighting
+        assert isinstance(weighting, LossWeighting)
+        variables = self.model.trainable_variables + weighting.trainable_variables
         with tf.GradientTape() as tape:
             losses = self._task_losses(labels, self.model(images, training=True))
-            objective, weights = self.weighting.combine(losses)
+            objective, weights = weighting.combine(losses)
             objective = self._scale(objective + self._regularization())
         grads = tape.gradient(objective, variables)
         self.optimizer.apply(grads, variables)
+        if weighting.needs_losses_after_update:
+            after = self._task_losses(labels, self.model(images, training=False))
+            weighting.after_update(losses, after)
         return losses, weights
 
     def _gradient_level_step(
         self, images: tf.Tensor, labels: dict[str, tf.Tensor]
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        assert isinstance(self.weighting, GradientWeighting)
-        shared = self.model.shared_variables
-        heads = self.model.task_variables
-        scale = self._loss_scale()
-        num_tasks = len(self.tasks)
-        # Everything differentiated below is computed inside the tape, so that it is recorded.
-        with tf.GradientTape(persistent=True) as tape:
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        if weighting.skips_gradients:
+            grads, losses, weights = tf.cond(
+                weighting.gradients_needed(),
+                lambda: self._combined_gradients(images, labels),
+                lambda: self._fixed_weight_gradients(images, labels, weighting.current_weights()),
+            )
+        else:
+            grads, losses, weights = self._combined_gradients(images, labels)
+        variables = self.model.shared_variables + self.model.task_variables
+        self.optimizer.apply(grads, variables)
+        return losses, weights
+
+    def _forward_on_tape(
+        self, tape: tf.GradientTape, images: tf.Tensor, labels: dict[str, tf.Tensor]
+    ) -> _Forward:
+        """The forward pass, recorded on ``tape`` (everything differentiated is computed here)."""
+        with tape:
             features = self.model.features(images, training=True)
             losses = self._task_losses(labels, self.model.predict_heads(features, training=True))
-            scaled = [self._scale(losses[i]) for i in range(num_tasks)]
+            scaled = [self._scale(losses[i]) for i in range(len(self.tasks))]
             regularization = self._scale(self._regularization())
             heads_objective = tf.add_n(scaled) + regularization
+        return _Forward(features, losses, scaled, regularization, heads_objective)
 
-        if self.weighting.gradient_of == "features":
+    def _combined_gradients(
+        self, images: tf.Tensor, labels: dict[str, tf.Tensor]
+    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+        """Per-task gradients, combined by the method for the backbone; own-loss ones for heads."""
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        shared, heads = self.model.shared_variables, self.model.task_variables
+        scale = self._loss_scale()
+        tape = tf.GradientTape(persistent=True)
+        forward = self._forward_on_tape(tape, images, labels)
+        features, losses = forward.features, forward.losses
+        head_grads = tape.gradient(forward.heads_objective, heads)
+        if weighting.gradient_of == "features":
             per_task = [
-                tf.reshape(tf.cast(tape.gradient(scaled[i], features), tf.float32), [-1])
-                for i in range(num_tasks)
+                tf.reshape(tf.cast(tape.gradient(s, features), tf.float32), [-1])
+                for s in forward.scaled
             ]
-            _, weights = self.weighting.aggregate(tf.stack(per_task) / scale, losses)
-            weights = tf.stop_gradient(weights)
-            with tape:
-                objective = tf.reduce_sum(weights * tf.stack(scaled)) + regularization
-            variables = self.model.trainable_variables
-            self.optimizer.apply(tape.gradient(objective, variables), variables)
-            del tape
-            return losses, weights
-
-        per_task = [
-            _flatten(tape.gradient(scaled[i], shared), like=shared) for i in range(num_tasks)
-        ]
-        combined, weights = self.weighting.aggregate(tf.stack(per_task) / scale, losses)
-        shared_grads = _unflatten(combined * scale, shared)
+            update, weights = weighting.aggregate(tf.stack(per_task) / scale, losses)
+            upstream = tf.cast(tf.reshape(update * scale, tf.shape(features)), features.dtype)
+            shared_grads = _zeros_for_none(
+                tape.gradient(features, shared, output_gradients=upstream), shared
+            )
+        else:
+            per_task = [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
+            update, weights = weighting.aggregate(tf.stack(per_task) / scale, losses)
+            shared_grads = _unflatten(update * scale, shared)
         if self.model.losses:
-            extra = tape.gradient(regularization, shared)
+            extra = tape.gradient(forward.regularization, shared)
             shared_grads = [
                 g if e is None else g + e for g, e in zip(shared_grads, extra, strict=True)
             ]
-        head_grads = tape.gradient(heads_objective, heads)
         del tape
-        self.optimizer.apply(shared_grads + head_grads, shared + heads)
-        return losses, weights
+        return shared_grads + head_grads, losses, tf.cast(weights, tf.float32)
+
+    def _fixed_weight_gradients(
+        self, images: tf.Tensor, labels: dict[str, tf.Tensor], weights: tf.Tensor
+    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+        """The same update as :meth:`_combined_gradients` when the method's weights are fixed:
+        ``sum_t w_t g_t`` for the backbone is the gradient of ``sum_t w_t L_t``, one backward pass.
+        """
+        shared, heads = self.model.shared_variables, self.model.task_variables
+        weights = tf.stop_gradient(tf.cast(weights, tf.float32))
+        tape = tf.GradientTape(persistent=True)
+        forward = self._forward_on_tape(tape, images, labels)
+        with tape:
+            backbone_objective = tf.reduce_sum(weights * tf.stack(forward.scaled))
+            backbone_objective += forward.regularization
+        shared_grads = _zeros_for_none(tape.gradient(backbone_objective, shared), shared)
+        head_grads = tape.gradient(forward.heads_objective, heads)
+        del tape
+        return shared_grads + head_grads, forward.losses, weights
 
     def _build_steps(self, example: Split) -> None:
         image_spec = tf.TensorSpec([None, *example.x.shape[1:]], tf.as_dtype(example.x.dtype))
@@ -386,6 +434,12 @@ def _flatten(tensors: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]
         ],
         axis=0,
     )
+
+
+def _zeros_for_none(grads: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]) -> list:
+    return [
+        tf.zeros(v.shape, tf.float32) if g is None else g for g, v in zip(grads, like, strict=True)
+    ]
 
 
 def _unflatten(flat: tf.Tensor, like: Sequence[keras.Variable]) -> list[tf.Tensor]:

@@ -7,11 +7,15 @@ it needs.
 - :class:`LossWeighting` maps the per-task losses of a batch to one objective. Its trainable
   variables, if any, are trained with the model by the same optimizer.
 - :class:`GradientWeighting` maps each task's gradient to one combined gradient. ``gradient_of``
-  says which gradient it needs: ``"shared_parameters"`` (the backbone's parameters, flattened) or
-  ``"features"`` (the shared representation of the batch, as MGDA-UB uses; the method then returns
-  task weights and the trainer back-propagates the weighted sum of losses). Task-specific heads
-  are always trained on their own task's loss. A gradient method that learns variables updates
-  them itself inside :meth:`GradientWeighting.aggregate`.
+  says which gradient: ``"shared_parameters"`` (the backbone's parameters, flattened; the combined
+  gradient updates them directly) or ``"features"`` (the shared representation of the batch, as
+  MGDA-UB uses; the combined gradient is back-propagated through the backbone). Task-specific
+  heads are always trained on their own task's loss. A gradient method that learns variables
+  updates them itself inside :meth:`GradientWeighting.aggregate`. A method that needs the
+  per-task gradients only on some steps (Nash-MTL's "update every k steps") sets
+  ``skips_gradients = True`` and implements :meth:`~GradientWeighting.gradients_needed` and
+  :meth:`~GradientWeighting.current_weights`: on the other steps the trainer applies
+  ``sum_t w_t g_t`` with the current weights at the cost of one backward pass.
 
 All tensors are float32 whatever the training precision. Calls happen inside the compiled
 training step, so use TensorFlow operations, not Python branching on tensor values.
@@ -55,9 +59,15 @@ class Weighting(keras.layers.Layer):
 
 
 class LossWeighting(Weighting):
-    """A method that weights the task losses. Override :meth:`weights` or :meth:`combine`."""
+    """A method that weights the task losses. Override :meth:`weights` or :meth:`combine`.
+
+    A method that learns from how the update changed the losses (FAMO) sets
+    ``needs_losses_after_update = True``; the trainer then evaluates the batch again after the
+    optimizer step (one forward pass, in inference mode) and calls :meth:`after_update`.
+    """
 
     level = "loss"
+    needs_losses_after_update: ClassVar[bool] = False
 
     def combine(self, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Map the batch's task losses ``[T]`` to ``(objective, weights [T])``."""
@@ -68,19 +78,31 @@ class LossWeighting(Weighting):
         """The weight of each task's loss, ``[T]``."""
         raise NotImplementedError
 
+    def after_update(self, losses_before: tf.Tensor, losses_after: tf.Tensor) -> None:
+        """The batch's task losses before and after the optimizer step (when requested)."""
+
 
 class GradientWeighting(Weighting):
     """A method that combines per-task gradients. Override :meth:`aggregate`."""
 
     level = "gradient"
     gradient_of: ClassVar[Literal["shared_parameters", "features"]] = "shared_parameters"
+    skips_gradients: ClassVar[bool] = False
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Combine ``grads`` ``[T, P]`` (row t: task t's gradient) into ``(update, weights)``.
 
-        ``weights`` are the effective task weights where the method has them (used for logging,
-        and for ``gradient_of="features"`` as the loss weights); otherwise any ``[T]`` summary.
+        ``weights`` are the effective task weights where the method has them (they are logged);
+        otherwise any ``[T]`` summary of the combination.
         """
+        raise NotImplementedError
+
+    def gradients_needed(self) -> tf.Tensor:
+        """A boolean scalar: whether this step needs per-task gradients (``skips_gradients``)."""
+        return tf.constant(True)
+
+    def current_weights(self) -> tf.Tensor:
+        """The weights ``[T]`` to apply on a step that skips per-task gradients."""
         raise NotImplementedError
 
 

@@ -31,6 +31,39 @@ class UnitFeatureWeights(SumOfGradients):
     gradient_of = "features"
 
 
+class SumOnOddSteps(SumOfGradients):
+    """Per-task gradients on steps 1, 3, ...; fixed unit weights on the others."""
+
+    skips_gradients = True
+
+    def build_state(self, num_tasks):
+        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False)
+        self.aggregations = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def gradients_needed(self):
+        self.step.assign_add(1.0)
+        return tf.equal(tf.math.floormod(self.step, 2.0), 1.0)
+
+    def current_weights(self):
+        return tf.ones([self.num_tasks])
+
+    def aggregate(self, grads, losses):
+        self.aggregations.assign_add(1.0)
+        return super().aggregate(grads, losses)
+
+
+class RecordsImprovement(EqualWeights):
+    needs_losses_after_update = True
+
+    def build_state(self, num_tasks):
+        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+        self.improvement = self.add_weight(shape=(num_tasks,), initializer="zeros", trainable=False)
+
+    def after_update(self, losses_before, losses_after):
+        self.calls.assign_add(1.0)
+        self.improvement.assign_add(losses_before - losses_after)
+
+
 def _one_epoch(weighting, arrays, precision="float32") -> list[np.ndarray]:
     model = _model(precision)
     config = TrainerConfig(
@@ -41,7 +74,7 @@ def _one_epoch(weighting, arrays, precision="float32") -> list[np.ndarray]:
     return model.get_weights()
 
 
-@pytest.mark.parametrize("weighting", [SumOfGradients, UnitFeatureWeights])
+@pytest.mark.parametrize("weighting", [SumOfGradients, UnitFeatureWeights, SumOnOddSteps])
 def test_gradient_level_paths_reproduce_the_loss_level_update(weighting, synthetic_arrays):
     expected = _one_epoch(EqualWeights(), synthetic_arrays)
     actual = _one_epoch(weighting(), synthetic_arrays)
@@ -49,6 +82,19 @@ def test_gradient_level_paths_reproduce_the_loss_level_update(weighting, synthet
     for e, a, i in zip(expected, actual, initial, strict=True):
         assert not np.allclose(e, i)  # training moved every variable
         np.testing.assert_allclose(a, e, rtol=2e-4, atol=2e-6)
+
+
+def test_skipping_methods_aggregate_only_when_they_ask(synthetic_arrays):
+    weighting = SumOnOddSteps()
+    _one_epoch(weighting, synthetic_arrays)  # 96 images, batch 32: three steps
+    assert float(weighting.step.numpy()) == 3 and float(weighting.aggregations.numpy()) == 2
+
+
+def test_losses_after_update_are_given_to_methods_that_ask(synthetic_arrays):
+    weighting = RecordsImprovement()
+    _one_epoch(weighting, synthetic_arrays)
+    assert float(weighting.calls.numpy()) == 3
+    assert (weighting.improvement.numpy() > 0).all()  # the step lowered the batch's losses
 
 
 def test_gradient_path_with_mixed_precision_trains(synthetic_arrays):
