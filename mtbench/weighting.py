@@ -59,7 +59,7 @@ class Weighting(keras.layers.Layer):
 
 
 class LossWeighting(Weighting):
-    """A method that weights the task losses. Override :meth:`weights` or :meth:`combine`.
+    """A method that weights the task losses. Override :meth:`loss_weights` or :meth:`combine`.
 
     A method that learns from how the update changed the losses (FAMO) sets
     ``needs_losses_after_update = True``; the trainer then evaluates the batch again after the
@@ -71,11 +71,14 @@ class LossWeighting(Weighting):
 
     def combine(self, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Map the batch's task losses ``[T]`` to ``(objective, weights [T])``."""
-        weights = self.weights(losses)
+        weights = self.loss_weights(losses)
         return tf.reduce_sum(weights * losses), weights
 
-    def weights(self, losses: tf.Tensor) -> tf.Tensor:
-        """The weight of each task's loss, ``[T]``."""
+    def loss_weights(self, losses: tf.Tensor) -> tf.Tensor:
+        """The weight of each task's loss, ``[T]``.
+
+        (Not called ``weights``: that name is the Keras layer's list of variables.)
+        """
         raise NotImplementedError
 
     def after_update(self, losses_before: tf.Tensor, losses_after: tf.Tensor) -> None:
@@ -112,5 +115,5 @@ class EqualWeights(LossWeighting):
     Single-task baselines are trained with this objective whatever method the joint run uses.
     """
 
-    def weights(self, losses: tf.Tensor) -> tf.Tensor:
+    def loss_weights(self, losses: tf.Tensor) -> tf.Tensor:
         return tf.ones_like(losses)

@@ -84,7 +84,7 @@ def test_report_table_and_tensorboard_are_written(e2e_run):
 
 
 class _FailsWhenTraced(LossWeighting):
-    def weights(self, losses):
+    def loss_weights(self, losses):
         raise RuntimeError("weighting exploded")
 
 

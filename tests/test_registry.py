@@ -114,7 +114,7 @@ GOOD_PLUGIN = """
 
     @register("weighting", "third_party_half")
     class Half(LossWeighting):
-        def weights(self, losses):
+        def loss_weights(self, losses):
             return tf.fill(tf.shape(losses), 0.5)
 """
 

@@ -33,7 +33,7 @@ class Share(LossWeighting):
         super().__init__(**kwargs)
         self.last_share = last_share
 
-    def weights(self, losses):
+    def loss_weights(self, losses):
         n = self.num_tasks
         rest = (1.0 - self.last_share) / max(n - 1, 1)
         return tf.constant([rest] * (n - 1) + [self.last_share], tf.float32)

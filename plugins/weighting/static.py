@@ -48,9 +48,9 @@ class StaticWeighting(LossWeighting):
                 f"weighting.weights names tasks {unknown} that this run does not train; "
                 f"its tasks are {list(self.tasks)}"
             )
-        self._weights = tf.constant(
+        self._fixed_weights = tf.constant(
             [self.task_weights.get(t, self.default) for t in self.tasks], tf.float32
         )
 
-    def weights(self, losses: tf.Tensor) -> tf.Tensor:
-        return self._weights
+    def loss_weights(self, losses: tf.Tensor) -> tf.Tensor:
+        return self._fixed_weights
