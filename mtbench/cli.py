@@ -28,11 +28,21 @@ def prepare() -> None:
 
 
 def _task(cfg: Any) -> Any:
+    import shlex
+    import sys
+
     from hydra.core.hydra_config import HydraConfig
 
     from mtbench.protocol import run_benchmark
+    from mtbench.trainer import Interrupted
 
-    results = run_benchmark(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_config = HydraConfig.get()
+    overrides = [o for o in hydra_config.overrides.task if not o.startswith("resume=")]
+    command = " ".join(["python -m mtbench", *map(shlex.quote, overrides)])
+    try:
+        results = run_benchmark(cfg, Path(hydra_config.runtime.output_dir), command)
+    except (Interrupted, KeyboardInterrupt):
+        sys.exit(130)  # the resume command was logged
     comparison = results.get("comparison") or {}
     return comparison.get("delta_m_percent")
 

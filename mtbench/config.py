@@ -11,7 +11,14 @@ from omegaconf import MISSING
 
 class Optimizer(Enum):
     adam = "adam"
+    adamw = "adamw"
     sgd = "sgd"
+
+
+class Schedule(Enum):
+    constant = "constant"
+    cosine = "cosine"
+    onecycle = "onecycle"
 
 
 class Precision(Enum):
@@ -21,46 +28,114 @@ class Precision(Enum):
     mixed_float16 = "mixed_float16"
 
 
+class Distribute(Enum):
+    auto = "auto"
+    none = "none"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+@dataclass
+class AugmentConfig:
+    """Label-preserving augmentation of training batches (see :mod:`mtbench.pipeline`).
+
+    Attributes:
+        crop_padding: Random crop after zero-padding each side by this many pixels (0: off).
+        horizontal_flip: Flip left-right with probability 1/2.
+        cutout: Side of a random square set to zero (0: off).
+    """
+
+    crop_padding: int = 0
+    horizontal_flip: bool = False
+    cutout: int = 0
+
+
 @dataclass
 class TrainerConfig:
     """How every run of a benchmark is trained.
 
     Attributes:
-        optimizer: ``adam`` or ``sgd`` (with momentum 0.9).
-        learning_rate: The optimizer's learning rate.
-        batch_size: Training batch size (images per step).
+        optimizer: ``adam``, ``adamw`` or ``sgd``.
+        learning_rate: The peak learning rate.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD.
+        weight_decay: Decoupled weight decay (not applied to biases and normalization layers).
+        schedule: ``constant``, ``cosine`` (with linear warm-up) or ``onecycle`` (triangular:
+            linear warm-up to the peak, then linear decay).
+        warmup_epochs: Length of the warm-up (``onecycle`` defaults to a quarter of training).
+        label_smoothing: Label smoothing of the cross-entropy of every task.
+        batch_size: Training images per step (over all devices).
         epochs: Passes over the training split.
+        steps_per_call: Training steps run by one call of the compiled function (fewer Python
+            round trips; the progress bar and the checks between calls update less often).
         precision: ``auto`` uses mixed bfloat16 where the CPU or GPU computes it natively, mixed
-            float16 on older GPUs, float32 otherwise.
+            float16 (with loss scaling) on older GPUs, float32 otherwise.
+        normalize: Standardize each channel with the training split's mean and deviation.
+        augment: Augmentation of training batches.
         eval_batch_size: Batch size for validation and test predictions.
-        progress: Show a progress bar per epoch.
+        checkpoint_every: Save a checkpoint every this many epochs (0: never; the last and the
+            best-on-validation checkpoints are kept).
+        skip_nonfinite_steps: Skip (and count) steps whose loss or gradient is NaN or infinite
+            instead of stopping the run.
+        deterministic: TensorFlow op determinism, so that the same seed gives the same numbers.
+        distribute: ``auto``, ``none``, ``mirrored`` or ``multi_worker`` (see
+            :mod:`mtbench.distribute`).
+        cpu_replicas: Split the CPU into this many logical devices (for mirrored runs on CPU).
+        progress: Show a progress bar per epoch (on a terminal).
     """
 
     optimizer: Optimizer = Optimizer.adam
     learning_rate: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.constant
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
     batch_size: int = 128
     epochs: int = 10
+    steps_per_call: int = 1
     precision: Precision = Precision.auto
+    normalize: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_batch_size: int = 1000
+    checkpoint_every: int = 1
+    skip_nonfinite_steps: bool = False
+    deterministic: bool = True
+    distribute: Distribute = Distribute.auto
+    cpu_replicas: int = 1
     progress: bool = True
 
 
 @dataclass
 class BenchmarkConfig:
-    """What a benchmark compares.
+    """What a benchmark compares, and its budget.
 
     Attributes:
         tasks: The tasks to train (default: every task of the dataset).
         single_task: Train one single-task baseline per task besides the joint model.
+        time_budget_s: Equal-budget mode: every run trains for this many seconds of training
+            time (at most ``trainer.epochs`` epochs) instead of a fixed number of epochs.
+        target: Validation top-1 accuracy per task (e.g. ``{fine: 0.5}``); each run records
+            the training time and epoch at which it first reaches all of them.
+        stop_at_target: Stop a run once it reaches ``target``.
     """
 
     tasks: list[str] | None = None
     single_task: bool = True
+    time_budget_s: float | None = None
+    target: dict[str, float] = field(default_factory=dict)
+    stop_at_target: bool = False
 
 
 @dataclass
 class MTBenchConfig:
-    """The root config. ``dataset``, ``backbone``, ``head`` and ``weighting`` are plugin groups."""
+    """The root config. ``dataset``, ``backbone``, ``head`` and ``weighting`` are plugin groups.
+
+    Attributes:
+        seed: Seeds model initialisation, data order, augmentation and methods' randomness.
+        resume: A run directory to continue (its checkpoints and finished runs are reused).
+    """
 
     dataset: Any = MISSING
     backbone: Any = MISSING
@@ -69,6 +144,7 @@ class MTBenchConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     seed: int = 0
+    resume: str | None = None
 
 
 def store_schema() -> None:
@@ -106,3 +182,50 @@ def check_keys(cfg: Any, path: str = "") -> None:
         child = cfg._get_node(key)
         if isinstance(child, DictConfig):
             check_keys(child, full)
+
+
+def check_values(trainer: TrainerConfig, benchmark: BenchmarkConfig) -> None:
+    """Refuse values that cannot work, before any data is read; each error names its key."""
+    rules: list[tuple[str, object, bool, str]] = [
+        ("trainer.learning_rate", trainer.learning_rate, trainer.learning_rate > 0, "> 0"),
+        ("trainer.momentum", trainer.momentum, 0 <= trainer.momentum < 1, "in [0, 1)"),
+        ("trainer.weight_decay", trainer.weight_decay, trainer.weight_decay >= 0, ">= 0"),
+        ("trainer.warmup_epochs", trainer.warmup_epochs, trainer.warmup_epochs >= 0, ">= 0"),
+        (
+            "trainer.label_smoothing",
+            trainer.label_smoothing,
+            0 <= trainer.label_smoothing < 1,
+            "in [0, 1)",
+        ),
+        ("trainer.batch_size", trainer.batch_size, trainer.batch_size >= 1, ">= 1"),
+        ("trainer.epochs", trainer.epochs, trainer.epochs >= 1, ">= 1"),
+        ("trainer.steps_per_call", trainer.steps_per_call, trainer.steps_per_call >= 1, ">= 1"),
+        ("trainer.eval_batch_size", trainer.eval_batch_size, trainer.eval_batch_size >= 1, ">= 1"),
+        (
+            "trainer.checkpoint_every",
+            trainer.checkpoint_every,
+            trainer.checkpoint_every >= 0,
+            ">= 0 (0: never)",
+        ),
+        ("trainer.cpu_replicas", trainer.cpu_replicas, trainer.cpu_replicas >= 1, ">= 1"),
+        (
+            "trainer.augment.crop_padding",
+            trainer.augment.crop_padding,
+            trainer.augment.crop_padding >= 0,
+            ">= 0",
+        ),
+        ("trainer.augment.cutout", trainer.augment.cutout, trainer.augment.cutout >= 0, ">= 0"),
+        (
+            "benchmark.time_budget_s",
+            benchmark.time_budget_s,
+            benchmark.time_budget_s is None or benchmark.time_budget_s > 0,
+            "> 0 or null",
+        ),
+    ]
+    rules += [
+        (f"benchmark.target.{task}", value, 0 < value <= 1, "in (0, 1]")
+        for task, value in benchmark.target.items()
+    ]
+    for key, value, ok, allowed in rules:
+        if not ok:
+            raise ValueError(f"{key}={value} is out of range: it must be {allowed}")

@@ -13,8 +13,10 @@ class MultiTaskModel(keras.Model):
     """Images (uint8 or float, HWC) -> shared features -> a dict of float32 logits per task.
 
     Args:
-        backbone: A Keras layer from images scaled to [0, 1] to a feature tensor.
+        backbone: A Keras layer from preprocessed images to a feature tensor.
         heads: A Keras layer from features to ``{task: logits}``.
+        mean: Per-channel mean subtracted after scaling pixels to [0, 1] (``None``: none).
+        std: Per-channel deviation divided by after that (``None``: none).
 
     Example:
         >>> model = MultiTaskModel(SeedCNN(), DenseHeads(tasks=[TaskSpec("fine", 100)]))
@@ -22,14 +24,28 @@ class MultiTaskModel(keras.Model):
         TensorShape([batch, 100])
     """
 
-    def __init__(self, backbone: keras.layers.Layer, heads: keras.layers.Layer, **kwargs: Any):
+    def __init__(
+        self,
+        backbone: keras.layers.Layer,
+        heads: keras.layers.Layer,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.heads = heads
+        self.mean = None if mean is None else [float(m) for m in mean]
+        self.std = None if std is None else [float(s) for s in std]
 
     def preprocess(self, images: tf.Tensor) -> tf.Tensor:
-        """uint8 pixels -> the compute dtype, scaled to [0, 1]."""
-        return tf.cast(images, self.compute_dtype) / tf.constant(255.0, self.compute_dtype)
+        """uint8 pixels -> the compute dtype, scaled to [0, 1] and standardized if configured."""
+        x = tf.cast(images, tf.float32) / 255.0
+        if self.mean is not None:
+            x = x - tf.constant(self.mean, tf.float32)
+        if self.std is not None:
+            x = x / tf.constant(self.std, tf.float32)
+        return tf.cast(x, self.compute_dtype)
 
     def features(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.backbone(self.preprocess(images), training=training)
@@ -54,6 +70,8 @@ class MultiTaskModel(keras.Model):
         config.update(
             backbone=keras.saving.serialize_keras_object(self.backbone),
             heads=keras.saving.serialize_keras_object(self.heads),
+            mean=self.mean,
+            std=self.std,
         )
         return config
 

@@ -1,15 +1,23 @@
 """The benchmark protocol: single-task baselines against one joint model, under one protocol.
 
-Every run uses the same data splits, data order, backbone, hyper-parameters, epoch budget and
-seed (the model is initialised from the same seed in each run). Single-task baselines train one
-task with the plain loss; the joint model trains all tasks with the chosen weighting method.
-``results.json`` is rewritten after every run, so a failure keeps what was finished.
+Every run uses the same data splits, data order, backbone, hyper-parameters, budget and seed (the
+model is initialised from the same seed in each run). Single-task baselines train one task with
+the plain loss; the joint model trains all tasks with the chosen weighting method.
+
+Runs survive faults: ``results.json`` is rewritten (atomically) after every run, each run
+checkpoints as it trains, and running the same config again in the same run directory (or with
+``resume=<run dir>``) reuses the finished runs and continues the unfinished one from its last
+checkpoint. Ctrl-C or SIGTERM saves a checkpoint of the moment and says how to resume. A run
+whose loss or gradient becomes NaN or infinite is recorded as failed, not as a number.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import os
+import shlex
+import signal
+import tempfile
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,11 +31,14 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from mtbench import registry
-from mtbench.config import TrainerConfig, check_keys
+from mtbench.config import BenchmarkConfig, TrainerConfig, check_keys, check_values
 from mtbench.data import DatasetError, DatasetSplits
+from mtbench.distribute import describe as describe_strategy
+from mtbench.distribute import make_strategy
 from mtbench.hardware import PeakMemory, describe_device, resolve_precision
 from mtbench.io import atomic_write_json, atomic_write_text
 from mtbench.model import MultiTaskModel
+from mtbench.pipeline import channel_statistics
 from mtbench.results import (
     SCHEMA,
     compare,
@@ -36,10 +47,17 @@ from mtbench.results import (
     render_report,
     summary_text,
 )
-from mtbench.trainer import Trainer
+from mtbench.trainer import Budget, FitResult, Interrupted, NonFiniteError, Trainer
 from mtbench.weighting import EqualWeights, Weighting
 
 log = logging.getLogger(__name__)
+
+#: Config keys that may differ when a run directory is resumed (they do not change the numbers).
+RESUMABLE_DIFFERENCES = ("resume", "trainer.progress", "dataset.root", "dataset.download")
+
+
+class BenchmarkFailed(RuntimeError):
+    """At least one run failed; the others' results and the failure are in results.json."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,10 @@ class RunPlan:
     name: str
     tasks: tuple[str, ...]
     joint: bool
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(":", "_")
 
 
 @contextmanager
@@ -60,6 +82,24 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM (a pre-empted job) like Ctrl-C, so that a checkpoint is saved."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def plan_runs(tasks: Sequence[str], single_task: bool) -> list[RunPlan]:
     plans = [RunPlan(f"single:{t}", (t,), False) for t in tasks] if single_task else []
     if len(tasks) > 1:
@@ -68,83 +108,200 @@ def plan_runs(tasks: Sequence[str], single_task: bool) -> list[RunPlan]:
 
 
 def build_model(
-    cfg: DictConfig, data: DatasetSplits, tasks: Sequence[str], precision: str, seed: int
+    cfg: DictConfig,
+    data: DatasetSplits,
+    tasks: Sequence[str],
+    precision: str,
+    seed: int,
+    normalization: tuple[list[float], list[float]] | None = None,
 ) -> MultiTaskModel:
     """The backbone and heads for ``tasks``, initialised from ``seed`` under ``precision``."""
     keras.utils.set_random_seed(seed)
     hierarchy = data.hierarchy
     if hierarchy is not None and not {hierarchy.child, hierarchy.parent} <= set(tasks):
         hierarchy = None
+    mean, std = normalization if normalization else (None, None)
     with dtype_policy(precision):
         model = MultiTaskModel(
             registry.build("backbone", cfg.backbone),
             registry.build(
                 "head", cfg.head, tasks=[data.task(t) for t in tasks], hierarchy=hierarchy
             ),
+            mean=mean,
+            std=std,
         )
         model(tf.zeros([1, *data.train.x.shape[1:]], tf.as_dtype(data.train.x.dtype)))
     return model
 
 
-class Benchmark:
-    """Runs the protocol for one composed config and writes its results into ``output_dir``."""
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
-    def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
+
+class Benchmark:
+    """Runs the protocol for one composed config and writes its results into ``output_dir``.
+
+    Args:
+        cfg: The composed config.
+        output_dir: The run directory (``resume=<dir>`` in the config replaces it).
+        command: How the run was started, for the "how to resume" message.
+    """
+
+    def __init__(self, cfg: DictConfig, output_dir: Path, command: str | None = None) -> None:
         check_keys(cfg)
         self.cfg = cfg
-        self.output_dir = Path(output_dir)
         self.trainer_config: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # type: ignore[assignment]
+        self.benchmark_config: BenchmarkConfig = OmegaConf.to_object(cfg.benchmark)  # type: ignore[assignment]
+        check_values(self.trainer_config, self.benchmark_config)
+        self.output_dir = Path(cfg.resume).expanduser() if cfg.resume else Path(output_dir)
+        self.command = command or "python -m mtbench <your overrides>"
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         self.results: dict[str, Any] = {
             "schema": SCHEMA,
             "status": "running",
             "error": None,
-            "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            "config": config,
             "environment": environment(),
             "runs": [],
             "comparison": None,
         }
+        self._predictions: dict[str, dict[str, np.ndarray]] = {}
 
+    # ---------------------------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
+        self._check_output_dir()
+        previous = self._previous_results()
+        if previous is not None and previous["status"] == "complete":
+            log.info("%s already holds complete results; nothing to do", self.output_dir)
+            self.results = previous
+            print(summary_text(self.results))
+            return self.results
+        if previous is not None:
+            self.results["runs"] = [r for r in previous["runs"] if r.get("status") == "complete"]
+            log.info(
+                "resuming %s: finished runs %s are kept",
+                self.output_dir, [r["name"] for r in self.results["runs"]] or "none",
+            )  # fmt: skip
+        self._write()  # from now on the directory says what state the benchmark is in
         try:
-            self._run()
+            with sigterm_interrupts():
+                self._run()
+        except (Interrupted, KeyboardInterrupt) as exc:
+            self.results["status"] = "interrupted"
+            self.results["error"] = str(exc) or "interrupted"
+            self._write()
+            hint = f"{self.command} resume={shlex.quote(str(self.output_dir))}"
+            log.warning(
+                "%s. Checkpoints and results are in %s; resume with:\n  %s",
+                self.results["error"], self.output_dir, hint,
+            )  # fmt: skip
+            raise
         except BaseException as exc:
             self.results["status"] = "failed"
             self.results["error"] = "".join(traceback.format_exception_only(exc)).strip()
             self._write()
             raise
-        self.results["status"] = "complete"
+        failed = [r for r in self.results["runs"] if r.get("status") == "failed"]
+        self.results["status"] = "failed" if failed else "complete"
+        if failed:
+            self.results["error"] = "; ".join(r["error"] for r in failed)
         self._write()
         print(summary_text(self.results))
         log.info("results written to %s", self.output_dir / "results.json")
+        if failed:
+            raise BenchmarkFailed(self.results["error"])
         return self.results
 
+    # ------------------------------------------------------------------------------- internals
+    def _check_output_dir(self) -> None:
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.output_dir):
+                pass
+        except OSError as exc:
+            raise OSError(
+                f"cannot write to the run directory {self.output_dir} ({exc.strerror}); choose "
+                "another with hydra.run.dir=DIR (or hydra.sweep.dir=DIR for -m)"
+            ) from exc
+
+    def _previous_results(self) -> dict[str, Any] | None:
+        path = self.output_dir / "results.json"
+        if not path.is_file():
+            if self.cfg.resume:
+                raise FileNotFoundError(
+                    f"resume={self.cfg.resume}: no results.json in {path.parent}"
+                )
+            return None
+        import json
+
+        previous = json.loads(path.read_text())
+        if previous.get("schema") != SCHEMA:
+            raise ValueError(f"{path} is not an {SCHEMA} file; choose another run directory")
+        old, new = _flatten(previous["config"]), _flatten(self.results["config"])
+        differing = sorted(
+            key
+            for key in set(old) | set(new)
+            if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_DIFFERENCES)
+        )
+        if differing:
+            raise ValueError(
+                f"{path} was written by a different config (differs in {', '.join(differing)}); "
+                "resume with the same config, or choose another run directory "
+                "(hydra.run.dir=DIR)"
+            )
+        return previous
+
     def _run(self) -> None:
-        cfg = self.cfg
+        cfg, trainer_config = self.cfg, self.trainer_config
+        if trainer_config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        strategy = make_strategy(trainer_config.distribute.value, trainer_config.cpu_replicas)
+        precision = resolve_precision(trainer_config.precision.value)
         # Build the joint weighting first: a bad option fails before any data is read.
         check = self._make_weighting(joint=True)
-        precision = resolve_precision(str(self.results["config"]["trainer"]["precision"]))
         data = registry.build("dataset", cfg.dataset).load()
         tasks = self._select_tasks(data)
         check.setup(tasks)  # options that depend on the tasks fail before training, too
+        if trainer_config.batch_size > len(data.train):
+            raise ValueError(
+                f"trainer.batch_size={trainer_config.batch_size} is larger than the training "
+                f"split ({len(data.train)} images); lower it or raise dataset.train_limit"
+            )
+        normalization = channel_statistics(data.train.x) if trainer_config.normalize else None
+        with strategy.scope():  # the model and heads must fit the tasks: fail now, not later
+            build_model(cfg, data, tasks, precision, int(cfg.seed), normalization)
         log.info(
-            "data: %d train, %d validation, %d test images; tasks %s; precision %s",
+            "data: %d train, %d validation, %d test images; tasks %s; precision %s; %s",
             len(data.train), len(data.val), len(data.test), ", ".join(tasks), precision,
+            describe_strategy(strategy),
         )  # fmt: skip
-        predictions: dict[str, dict[str, np.ndarray]] = {}
-        for plan in plan_runs(tasks, bool(cfg.benchmark.single_task)):
-            run, predictions[plan.name] = self._train(plan, data, precision)
-            self.results["runs"].append(run)
+        done = {r["name"] for r in self.results["runs"]}
+        for plan in plan_runs(tasks, bool(self.benchmark_config.single_task)):
+            if plan.name in done:
+                self._predictions[plan.name] = self._load_predictions(plan)
+                continue
+            self.results["runs"].append(self._train(plan, data, precision, strategy, normalization))
             self._write()
-        self.results["comparison"] = self._compare(tasks, data, predictions)
+        self.results["comparison"] = self._compare(tasks, data)
 
     def _select_tasks(self, data: DatasetSplits) -> list[str]:
         available = [t.name for t in data.tasks]
-        wanted = list(self.cfg.benchmark.tasks or available)
+        wanted = list(self.benchmark_config.tasks or available)
         unknown = [t for t in wanted if t not in available]
         if unknown or not wanted:
             raise DatasetError(
                 f"benchmark.tasks={wanted} is not a non-empty subset of the dataset's tasks "
                 f"{available}"
+            )
+        unknown_targets = sorted(set(self.benchmark_config.target) - set(wanted))
+        if unknown_targets:
+            raise ValueError(
+                f"benchmark.target names tasks {unknown_targets}; the tasks are {wanted}"
             )
         return wanted
 
@@ -160,14 +317,23 @@ class Benchmark:
         return weighting
 
     def _train(
-        self, plan: RunPlan, data: DatasetSplits, precision: str
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self,
+        plan: RunPlan,
+        data: DatasetSplits,
+        precision: str,
+        strategy: tf.distribute.Strategy,
+        normalization: tuple[list[float], list[float]] | None,
+    ) -> dict[str, Any]:
         seed = int(self.cfg.seed)
-        log.info("run %s: tasks %s", plan.name, ", ".join(plan.tasks))
+        checkpoints = self.output_dir / "checkpoints" / plan.slug
+        resume = self.trainer_config.checkpoint_every > 0 and (checkpoints / "last.npz").is_file()
+        log.info("run %s: tasks %s%s", plan.name, ", ".join(plan.tasks), " (resuming)" * resume)
         memory = PeakMemory()
         memory.start()
-        model = build_model(self.cfg, data, plan.tasks, precision, seed)
-        weighting = self._make_weighting(plan.joint)
+        with strategy.scope():
+            model = build_model(self.cfg, data, plan.tasks, precision, seed, normalization)
+            weighting = self._make_weighting(plan.joint)
+        budget = self.benchmark_config
         trainer = Trainer(
             self.trainer_config,
             model,
@@ -175,21 +341,75 @@ class Benchmark:
             plan.tasks,
             precision=precision,
             seed=seed,
-            logdir=self.output_dir / "tensorboard" / plan.name.replace(":", "_"),
+            strategy=strategy,
+            budget=Budget(budget.time_budget_s, dict(budget.target), budget.stop_at_target),
+            logdir=self.output_dir / "tensorboard" / plan.slug,
+            checkpoint_dir=checkpoints if self.trainer_config.checkpoint_every else None,
             name=plan.name,
         )
-        fit = trainer.fit(data.train, data.val)
-        tick = time.perf_counter()
-        test_metrics, predictions = trainer.evaluate(data.test)
-        test_seconds = time.perf_counter() - tick
-        memory.stop()
-        run = {
+        run: dict[str, Any] = {
             "name": plan.name,
             "tasks": list(plan.tasks),
             "weighting": self.cfg.weighting.name if plan.joint else "plain loss",
-            "test": test_metrics,
+            "status": "complete",
+            "error": None,
+        }
+        try:
+            fit = trainer.fit(data.train, data.val, resume=resume)
+        except NonFiniteError as exc:
+            log.error("%s", exc)
+            memory.stop()
+            return run | {"status": "failed", "error": str(exc), "test": None}
+        test_seconds, test_metrics = self._test(trainer, plan, data)
+        memory.stop()
+        return (
+            run
+            | self._describe(fit, model, memory, precision, strategy)
+            | {
+                "test": test_metrics,
+                "timing": _timing(fit) | {"test_seconds": test_seconds},
+            }
+        )
+
+    def _test(
+        self, trainer: Trainer, plan: RunPlan, data: DatasetSplits
+    ) -> tuple[float, dict[str, dict[str, float]]]:
+        import time
+
+        tick = time.perf_counter()
+        metrics, predictions = trainer.evaluate(data.test)
+        seconds = time.perf_counter() - tick
+        self._predictions[plan.name] = predictions
+        path = self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **predictions)
+        os.replace(tmp, path)
+        return seconds, metrics
+
+    def _load_predictions(self, plan: RunPlan) -> dict[str, np.ndarray]:
+        path = self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz"
+        if not path.is_file():
+            return {}
+        with np.load(path, allow_pickle=False) as z:
+            return {task: z[task] for task in z.files}
+
+    @staticmethod
+    def _describe(
+        fit: FitResult,
+        model: MultiTaskModel,
+        memory: PeakMemory,
+        precision: str,
+        strategy: tf.distribute.Strategy,
+    ) -> dict[str, Any]:
+        return {
             "best_epoch": fit.best_epoch,
             "val": fit.best_val,
+            "stopped_by": fit.stopped_by,
+            "time_to_target": fit.time_to_target,
+            "skipped_steps": fit.skipped_steps,
+            "resumed_from": fit.resumed_from,
             "history": [
                 {
                     "epoch": r.epoch,
@@ -197,49 +417,47 @@ class Benchmark:
                     "loss_weights": r.weights,
                     "val": r.val,
                     "seconds": r.seconds,
+                    "steps": r.steps,
+                    "train_seconds_so_far": r.train_seconds_so_far,
+                    "learning_rate": r.learning_rate,
+                    "skipped_steps": r.skipped_steps,
                 }
                 for r in fit.history
             ],
-            "timing": {
-                "epoch_seconds": fit.epoch_seconds,
-                "train_seconds": fit.train_seconds,
-                "images_per_second": fit.images_per_second,
-                "trace_seconds": fit.trace_seconds,
-                "eval_seconds": fit.eval_seconds,
-                "test_seconds": test_seconds,
-            },
             "parameters": int(model.count_params()),
             "peak_memory_mb": memory.host_mb,
             "peak_memory_scope": memory.scope,
             "peak_device_memory_mb": memory.device_mb,
             "device": describe_device(),
+            "distribution": describe_strategy(strategy),
             "precision": precision,
         }
-        return run, predictions
 
-    def _compare(
-        self,
-        tasks: list[str],
-        data: DatasetSplits,
-        predictions: dict[str, dict[str, np.ndarray]],
-    ) -> dict[str, Any] | None:
-        comparison = compare(self.results["runs"], tasks)
-        hierarchy = data.hierarchy
+    def _compare(self, tasks: list[str], data: DatasetSplits) -> dict[str, Any] | None:
+        complete = [r for r in self.results["runs"] if r.get("status") == "complete"]
+        comparison = compare(complete, tasks)
         if comparison is None:
             return None
         comparison.update(
             hierarchy=None, hierarchy_consistency=None, hierarchy_consistency_single=None
         )
-        if hierarchy is not None and {hierarchy.child, hierarchy.parent} <= set(tasks):
-            joint = predictions["joint"]
-            comparison["hierarchy"] = {"child": hierarchy.child, "parent": hierarchy.parent}
+        hierarchy = data.hierarchy
+        if hierarchy is None or not {hierarchy.child, hierarchy.parent} <= set(tasks):
+            return comparison
+        child, parent = hierarchy.child, hierarchy.parent
+        comparison["hierarchy"] = {"child": child, "parent": parent}
+        joint = self._predictions.get("joint", {})
+        if child in joint and parent in joint:
             comparison["hierarchy_consistency"] = hierarchy_consistency(
-                joint[hierarchy.child], joint[hierarchy.parent], hierarchy.parent_of
+                joint[child], joint[parent], hierarchy.parent_of
             )
+        singles = (
+            self._predictions.get(f"single:{child}", {}),
+            self._predictions.get(f"single:{parent}", {}),
+        )
+        if child in singles[0] and parent in singles[1]:
             comparison["hierarchy_consistency_single"] = hierarchy_consistency(
-                predictions[f"single:{hierarchy.child}"][hierarchy.child],
-                predictions[f"single:{hierarchy.parent}"][hierarchy.parent],
-                hierarchy.parent_of,
+                singles[0][child], singles[1][parent], hierarchy.parent_of
             )
         return comparison
 
@@ -248,6 +466,16 @@ class Benchmark:
         atomic_write_text(self.output_dir / "report.md", render_report(self.results))
 
 
-def run_benchmark(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def _timing(fit: FitResult) -> dict[str, Any]:
+    return {
+        "epoch_seconds": fit.epoch_seconds,
+        "train_seconds": fit.train_seconds,
+        "images_per_second": fit.images_per_second,
+        "trace_seconds": fit.trace_seconds,
+        "eval_seconds": fit.eval_seconds,
+    }
+
+
+def run_benchmark(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict[str, Any]:
     """Run the benchmark that ``cfg`` describes; write ``results.json`` and ``report.md``."""
-    return Benchmark(cfg, output_dir).run()
+    return Benchmark(cfg, output_dir, command).run()

@@ -154,10 +154,10 @@ def task_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     headers = [
         "task", "single top-1 %", "joint top-1 %", "delta %", "single top-5 %", "joint top-5 %",
     ]  # fmt: skip
-    runs = {run["name"]: run for run in results["runs"]}
+    runs = {run["name"]: run for run in results["runs"] if run.get("test")}
     joint = runs.get("joint")
     comparison = results.get("comparison") or {"tasks": {}}
-    tasks = joint["tasks"] if joint else [t for r in results["runs"] for t in r["tasks"]]
+    tasks = list(dict.fromkeys(t for r in results["runs"] for t in r["tasks"]))
     rows = []
     for t in tasks:
         single = runs.get(f"single:{t}")
@@ -182,6 +182,9 @@ def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     ]  # fmt: skip
     rows = []
     for run in results["runs"]:
+        if run.get("status") == "failed":
+            rows.append([run["name"], "failed", *["n/a"] * (len(headers) - 2)])
+            continue
         timing = run["timing"]
         epochs = timing["epoch_seconds"]
         rows.append(

@@ -1,24 +1,32 @@
-"""One trainer for single-task and multitask runs.
+"""One trainer for single-task and multitask runs, on one device or under a ``tf.distribute``
+strategy.
 
-The training step is a ``tf.function`` traced once per run (before the clock starts). It computes
-each task's loss from its head and hands the losses, or each task's gradient, to the weighting
-plugin, which returns the objective or the combined update; see :mod:`mtbench.weighting`.
+The training step is compiled once per run (before the clock starts). It computes each task's
+loss from its head and hands the losses, or each task's gradient, to the weighting plugin, which
+returns the objective or the combined update; see :mod:`mtbench.weighting`. Under a strategy with
+several replicas, each replica's loss is its share of the global batch mean, the weighting method
+sees the global losses (and, for ``gradient_of="shared_parameters"``, the all-reduced per-task
+gradients), so the update equals the single-device one. (``gradient_of="features"`` methods
+combine each replica's own slice of the batch.)
 
 Timing rules (the same for every run):
-- ``trace_seconds``: tracing the training step, measured before the training clock starts.
+- ``trace_seconds``: compiling the training and prediction functions, before the clock starts.
 - ``epoch_seconds[e]``: from the epoch's first touch of training data to the end of its last
-  training step (the step's results are read back, so no queued work is left uncounted).
+  training step (results are read back, so no queued work is left uncounted).
 - ``train_seconds``: the sum of ``epoch_seconds``; ``images_per_second``: training images
   processed divided by ``train_seconds``.
 - ``eval_seconds``: validation after each epoch, measured apart from training.
+
+A NaN or infinite loss or gradient stops the run with :class:`NonFiniteError` (the update is not
+applied, the last checkpoint is kept); ``skip_nonfinite_steps`` skips and counts such steps.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,20 +34,32 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtbench import checkpoint
 from mtbench.config import TrainerConfig
 from mtbench.data import Split
 from mtbench.model import MultiTaskModel
+from mtbench.optim import learning_rate, make_optimizer
+from mtbench.pipeline import Augmentation, EpochBatches
 from mtbench.weighting import GradientWeighting, LossWeighting, Weighting
 
 log = logging.getLogger(__name__)
 
 
-class _Forward(NamedTuple):
-    features: tf.Tensor
-    losses: tf.Tensor  # [T] float32, unscaled
-    scaled: list[tf.Tensor]  # each task's loss, scaled for float16 loss scaling
-    regularization: tf.Tensor
-    heads_objective: tf.Tensor  # sum of the task losses plus regularization
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN or infinite; the update was not applied."""
+
+
+class Interrupted(Exception):
+    """Training was interrupted (Ctrl-C or SIGTERM); a checkpoint of the moment was saved."""
+
+
+@dataclass
+class Budget:
+    """When a run stops besides its epochs (see ``benchmark`` in :mod:`mtbench.config`)."""
+
+    time_budget_s: float | None = None
+    target: Mapping[str, float] = field(default_factory=dict)
+    stop_at_target: bool = False
 
 
 @dataclass
@@ -49,6 +69,10 @@ class EpochRecord:
     weights: dict[str, float]
     val: dict[str, dict[str, float]]
     seconds: float
+    steps: int
+    train_seconds_so_far: float
+    learning_rate: float
+    skipped_steps: int = 0
 
 
 @dataclass
@@ -61,6 +85,10 @@ class FitResult:
     trace_seconds: float = 0.0
     eval_seconds: float = 0.0
     images_seen: int = 0
+    stopped_by: str = "epochs"
+    time_to_target: dict[str, Any] | None = None
+    skipped_steps: int = 0
+    resumed_from: dict[str, Any] | None = None
 
     @property
     def epoch_seconds(self) -> list[float]:
@@ -90,21 +118,29 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
     }
 
 
-def make_optimizer(config: TrainerConfig, precision: str) -> keras.optimizers.Optimizer:
-    name = getattr(config.optimizer, "value", config.optimizer)
-    if name == "adam":
-        optimizer: keras.optimizers.Optimizer = keras.optimizers.Adam(config.learning_rate)
-    elif name == "sgd":
-        optimizer = keras.optimizers.SGD(config.learning_rate, momentum=0.9)
-    else:
-        raise ValueError(f"trainer.optimizer={name!r}; choose adam or sgd")
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+class _Step(NamedTuple):
+    """What one replica's step computed, before the update is applied."""
+
+    grads: list[tf.Tensor]
+    losses: tf.Tensor  # [T] global batch means
+    weights: tf.Tensor  # [T]
+    finite: tf.Tensor  # scalar bool, the same on every replica
+    bad_losses: tf.Tensor  # [T] bool
+    bad_task_grads: tf.Tensor  # [T] bool (gradient-level methods)
+
+
+class _Forward(NamedTuple):
+    features: tf.Tensor
+    losses: list[tf.Tensor]  # each task's share of the global batch mean, on this replica
+    scaled: list[tf.Tensor]  # the same, scaled for float16 loss scaling
+    regularization: tf.Tensor  # this replica's share, scaled
+    heads_objective: tf.Tensor  # sum of the task losses plus regularization, scaled
 
 
 class Trainer:
     """Trains a :class:`MultiTaskModel` on some tasks with a weighting method.
+
+    The model and the weighting must have been created under ``strategy.scope()``.
 
     Args:
         config: The ``trainer`` config.
@@ -112,8 +148,11 @@ class Trainer:
         weighting: The weighting plugin, not yet set up.
         tasks: The tasks this run trains, in a fixed order.
         precision: The resolved Keras dtype policy the model was built under.
-        seed: Seeds the data order (epoch ``e`` uses permutation ``rng([seed, e])``).
+        seed: Seeds the data order and augmentation (see :mod:`mtbench.pipeline`).
+        strategy: The ``tf.distribute`` strategy (default: the current one).
+        budget: Time budget and accuracy targets.
         logdir: Where TensorBoard scalars go (``None``: nowhere).
+        checkpoint_dir: Where ``last.npz`` and ``best.npz`` go (``None``: no checkpoints).
         name: The run's name, for progress bars and logs.
     """
 
@@ -126,7 +165,10 @@ class Trainer:
         *,
         precision: str,
         seed: int,
+        strategy: tf.distribute.Strategy | None = None,
+        budget: Budget | None = None,
         logdir: Path | None = None,
+        checkpoint_dir: Path | None = None,
         name: str = "run",
     ) -> None:
         self.config = config
@@ -135,25 +177,30 @@ class Trainer:
         self.tasks = tuple(tasks)
         self.precision = precision
         self.seed = seed
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.budget = budget or Budget()
+        self.checkpoint_dir = checkpoint_dir
         self.name = name
-        self.weighting.setup(self.tasks)
-        self.optimizer = make_optimizer(config, precision)
+        with self.strategy.scope():
+            self.weighting.setup(self.tasks)
         self._writer = tf.summary.create_file_writer(str(logdir)) if logdir else None
         num_tasks = len(self.tasks)
         self._loss_sum = tf.Variable(tf.zeros([num_tasks]), trainable=False)
         self._weight_sum = tf.Variable(tf.zeros([num_tasks]), trainable=False)
-        self._steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._train_step: Any = None
-        self._predict_step: Any = None
+        self._steps = tf.Variable(0, dtype=tf.int64, trainable=False)  # steps done this epoch
+        self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False)  # this epoch
+        self._failed = tf.Variable(False, trainable=False)
+        self._bad_losses = tf.Variable(tf.zeros([num_tasks], tf.bool), trainable=False)
+        self._bad_grads = tf.Variable(tf.zeros([num_tasks], tf.bool), trainable=False)
+        self.optimizer: keras.optimizers.Optimizer | None = None
+        self._train_call: Any = None
+        self._predict: Any = None
+        self._epoch_started = 0.0
 
-    # ----------------------------------------------------------------------------------- steps
-    def _task_losses(self, labels: dict[str, tf.Tensor], logits: dict[str, tf.Tensor]) -> tf.Tensor:
-        return tf.stack(
-            [
-                tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels[t], logits[t]))
-                for t in self.tasks
-            ]
-        )
+    # ------------------------------------------------------------------------------ the losses
+    @property
+    def _replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
 
     def _scale(self, loss: tf.Tensor) -> tf.Tensor:
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
@@ -165,43 +212,73 @@ class Trainer:
             return tf.cast(self.optimizer.dynamic_scale, tf.float32)
         return tf.constant(1.0)
 
-    def _regularization(self) -> tf.Tensor:
-        losses = self.model.losses
-        return tf.add_n([tf.cast(x, tf.float32) for x in losses]) if losses else tf.constant(0.0)
+    def _cross_entropy(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        """Per-example cross-entropy, with label smoothing if configured."""
+        smoothing = self.config.label_smoothing
+        if not smoothing:
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        classes = tf.shape(logits)[-1]
+        target = tf.one_hot(labels, classes) * (1.0 - smoothing)
+        target += smoothing / tf.cast(classes, tf.float32)
+        return tf.nn.softmax_cross_entropy_with_logits(target, logits)
 
-    def _loss_level_step(
-        self, images: tf.Tensor, labels: dict[str, tf.Tensor]
-    ) -> tuple[tf.Tensor, tf.Tensor]:
+    def _shares(
+        self, labels: dict[str, tf.Tensor], logits: dict[str, tf.Tensor]
+    ) -> list[tf.Tensor]:
+        """This replica's share of each task's global-batch mean loss (they sum to the mean)."""
+        context = tf.distribute.get_replica_context()
+        count = tf.cast(tf.shape(labels[self.tasks[0]])[0], tf.float32)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return [
+            tf.reduce_sum(self._cross_entropy(labels[t], logits[t])) / tf.maximum(total, 1.0)
+            for t in self.tasks
+        ]
+
+    def _regularization_share(self) -> tf.Tensor:
+        losses = self.model.losses
+        if not losses:
+            return tf.constant(0.0)
+        return tf.add_n([tf.cast(x, tf.float32) for x in losses]) / self._replicas
+
+    def _global(self, shares: Sequence[tf.Tensor] | tf.Tensor) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack(shares))
+
+    def _all_finite(self, tensors: Sequence[tf.Tensor | None]) -> tf.Tensor:
+        checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]
+        return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+    def _agree(self, flag: tf.Tensor) -> tf.Tensor:
+        """``flag`` true on every replica."""
+        context = tf.distribute.get_replica_context()
+        failures = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(flag, tf.float32))
+        return failures < 0.5
+
+    # ------------------------------------------------------------------- the step, per replica
+    def _loss_level(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> _Step:
         weighting = self.weighting
         assert isinstance(weighting, LossWeighting)
         variables = self.model.trainable_variables + weighting.trainable_variables
         with tf.GradientTape() as tape:
-            losses = self._task_losses(labels, self.model(images, training=True))
-            objective, weights = weighting.combine(losses)
-            objective = self._scale(objective + self._regularization())
-        grads = tape.gradient(objective, variables)
-        self.optimizer.apply(grads, variables)
-        if weighting.needs_losses_after_update:
-            after = self._task_losses(labels, self.model(images, training=False))
-            weighting.after_update(losses, after)
-        return losses, weights
-
-    def _gradient_level_step(
-        self, images: tf.Tensor, labels: dict[str, tf.Tensor]
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        weighting = self.weighting
-        assert isinstance(weighting, GradientWeighting)
-        if weighting.skips_gradients:
-            grads, losses, weights = tf.cond(
-                weighting.gradients_needed(),
-                lambda: self._combined_gradients(images, labels),
-                lambda: self._fixed_weight_gradients(images, labels, weighting.current_weights()),
-            )
-        else:
-            grads, losses, weights = self._combined_gradients(images, labels)
-        variables = self.model.shared_variables + self.model.task_variables
-        self.optimizer.apply(grads, variables)
-        return losses, weights
+            shares = self._shares(labels, self.model(images, training=True))
+            losses = tf.stop_gradient(self._global(shares))
+            # The method's objective at the global losses; its slope turns each replica's
+            # share into exactly its part of the gradient, whatever the method's formula.
+            with tf.GradientTape() as slope_tape:
+                slope_tape.watch(losses)
+                objective, weights = weighting.combine(losses)
+            slopes = tf.stop_gradient(slope_tape.gradient(objective, losses))
+            local = tf.reduce_sum(slopes * tf.stack(shares)) + objective / self._replicas
+            local = self._scale(local + self._regularization_share())
+        grads = tape.gradient(local, variables)
+        bad_losses = tf.logical_not(tf.math.is_finite(losses))
+        finite = tf.logical_not(tf.reduce_any(bad_losses))
+        if self.precision != "mixed_float16":  # float16 overflow is the loss scaler's business
+            finite = tf.logical_and(finite, self._all_finite(grads))
+        return _Step(
+            grads, losses, tf.cast(weights, tf.float32), self._agree(finite), bad_losses,
+            tf.zeros_like(bad_losses),
+        )  # fmt: skip
 
     def _forward_on_tape(
         self, tape: tf.GradientTape, images: tf.Tensor, labels: dict[str, tf.Tensor]
@@ -209,52 +286,79 @@ class Trainer:
         """The forward pass, recorded on ``tape`` (everything differentiated is computed here)."""
         with tape:
             features = self.model.features(images, training=True)
-            losses = self._task_losses(labels, self.model.predict_heads(features, training=True))
-            scaled = [self._scale(losses[i]) for i in range(len(self.tasks))]
-            regularization = self._scale(self._regularization())
+            shares = self._shares(labels, self.model.predict_heads(features, training=True))
+            scaled = [self._scale(share) for share in shares]
+            regularization = self._scale(self._regularization_share())
             heads_objective = tf.add_n(scaled) + regularization
-        return _Forward(features, losses, scaled, regularization, heads_objective)
+        return _Forward(features, shares, scaled, regularization, heads_objective)
 
-    def _combined_gradients(
-        self, images: tf.Tensor, labels: dict[str, tf.Tensor]
-    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
-        """Per-task gradients, combined by the method for the backbone; own-loss ones for heads."""
+    def _gradient_level(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> _Step:
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        if weighting.skips_gradients:
+            return tf.cond(
+                weighting.gradients_needed(),
+                lambda: self._combined_gradients(images, labels),
+                lambda: self._fixed_weight_gradients(images, labels, weighting.current_weights()),
+            )
+        return self._combined_gradients(images, labels)
+
+    def _combined_gradients(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> _Step:
+        """Per-task gradients combined by the method for the backbone; own-loss ones for heads."""
         weighting = self.weighting
         assert isinstance(weighting, GradientWeighting)
         shared, heads = self.model.shared_variables, self.model.task_variables
         scale = self._loss_scale()
         tape = tf.GradientTape(persistent=True)
         forward = self._forward_on_tape(tape, images, labels)
-        features, losses = forward.features, forward.losses
+        losses = self._global(forward.losses)
         head_grads = tape.gradient(forward.heads_objective, heads)
+        features = forward.features
         if weighting.gradient_of == "features":
-            per_task = [
-                tf.reshape(tf.cast(tape.gradient(s, features), tf.float32), [-1])
-                for s in forward.scaled
-            ]
-            update, weights = weighting.aggregate(tf.stack(per_task) / scale, losses)
+            per_task = (
+                tf.stack(
+                    [
+                        tf.reshape(tf.cast(tape.gradient(s, features), tf.float32), [-1])
+                        for s in forward.scaled
+                    ]
+                )
+                / scale
+            )
+            update, weights = weighting.aggregate(per_task, losses)
             upstream = tf.cast(tf.reshape(update * scale, tf.shape(features)), features.dtype)
             shared_grads = _zeros_for_none(
                 tape.gradient(features, shared, output_gradients=upstream), shared
             )
         else:
-            per_task = [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
-            update, weights = weighting.aggregate(tf.stack(per_task) / scale, losses)
-            shared_grads = _unflatten(update * scale, shared)
+            local = tf.stack(
+                [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
+            )
+            context = tf.distribute.get_replica_context()
+            per_task = context.all_reduce(tf.distribute.ReduceOp.SUM, local / scale)
+            update, weights = weighting.aggregate(per_task, losses)
+            # every replica holds the same update; the optimizer sums the replicas' copies
+            shared_grads = _unflatten(update * scale / self._replicas, shared)
         if self.model.losses:
             extra = tape.gradient(forward.regularization, shared)
             shared_grads = [
                 g if e is None else g + e for g, e in zip(shared_grads, extra, strict=True)
             ]
         del tape
-        return shared_grads + head_grads, losses, tf.cast(weights, tf.float32)
+        bad_losses = tf.logical_not(tf.math.is_finite(losses))
+        bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=1))
+        finite = tf.logical_not(tf.reduce_any(bad_losses))
+        if self.precision != "mixed_float16":
+            finite = tf.logical_and(finite, self._all_finite(shared_grads + head_grads))
+        return _Step(
+            shared_grads + head_grads, losses, tf.cast(weights, tf.float32), self._agree(finite),
+            bad_losses, bad_task_grads,
+        )  # fmt: skip
 
     def _fixed_weight_gradients(
         self, images: tf.Tensor, labels: dict[str, tf.Tensor], weights: tf.Tensor
-    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
-        """The same update as :meth:`_combined_gradients` when the method's weights are fixed:
-        ``sum_t w_t g_t`` for the backbone is the gradient of ``sum_t w_t L_t``, one backward pass.
-        """
+    ) -> _Step:
+        """The update of :meth:`_combined_gradients` for fixed weights: ``sum_t w_t g_t`` for the
+        backbone is the gradient of ``sum_t w_t L_t``, one backward pass."""
         shared, heads = self.model.shared_variables, self.model.task_variables
         weights = tf.stop_gradient(tf.cast(weights, tf.float32))
         tape = tf.GradientTape(persistent=True)
@@ -265,125 +369,344 @@ class Trainer:
         shared_grads = _zeros_for_none(tape.gradient(backbone_objective, shared), shared)
         head_grads = tape.gradient(forward.heads_objective, heads)
         del tape
-        return shared_grads + head_grads, forward.losses, weights
+        losses = self._global(forward.losses)
+        bad_losses = tf.logical_not(tf.math.is_finite(losses))
+        finite = tf.logical_not(tf.reduce_any(bad_losses))
+        if self.precision != "mixed_float16":
+            finite = tf.logical_and(finite, self._all_finite(shared_grads + head_grads))
+        return _Step(
+            shared_grads + head_grads, losses, weights, self._agree(finite), bad_losses,
+            tf.zeros_like(bad_losses),
+        )  # fmt: skip
 
-    def _build_steps(self, example: Split) -> None:
-        image_spec = tf.TensorSpec([None, *example.x.shape[1:]], tf.as_dtype(example.x.dtype))
-        label_spec = {t: tf.TensorSpec([None], tf.int64) for t in self.tasks}
-        body = (
-            self._gradient_level_step
-            if self.weighting.level == "gradient"
-            else self._loss_level_step
-        )
+    def _apply(self, grads: list[tf.Tensor], images: tf.Tensor, labels: dict, losses: tf.Tensor):
+        """Apply the update (per replica); give methods that ask the losses after it."""
+        assert self.optimizer is not None
+        self.optimizer.apply(grads, self._updated_variables())
+        weighting = self.weighting
+        if isinstance(weighting, LossWeighting) and weighting.needs_losses_after_update:
+            after = self._global(self._shares(labels, self.model(images, training=False)))
+            weighting.after_update(losses, after)
 
-        def train_step(images: tf.Tensor, labels: dict[str, tf.Tensor]) -> None:
-            losses, weights = body(images, labels)
-            self._loss_sum.assign_add(losses)
-            self._weight_sum.assign_add(tf.cast(weights, tf.float32))
+    def _updated_variables(self) -> list[keras.Variable]:
+        if self.weighting.level == "loss":
+            return self.model.trainable_variables + self.weighting.trainable_variables
+        return self.model.shared_variables + self.model.task_variables
+
+    # --------------------------------------------------------------- compiled functions
+    def _build(self, steps_per_epoch: int, example: Split) -> None:
+        config = self.config
+        with self.strategy.scope():
+            rate = learning_rate(
+                config.schedule.value,
+                config.learning_rate,
+                steps_per_epoch,
+                config.epochs,
+                config.warmup_epochs,
+            )
+            self.optimizer = make_optimizer(
+                config.optimizer.value,
+                rate,
+                momentum=config.momentum,
+                nesterov=config.nesterov,
+                weight_decay=config.weight_decay,
+                precision=self.precision,
+            )
+            self.optimizer.build(self._updated_variables())
+        body = self._gradient_level if self.weighting.level == "gradient" else self._loss_level
+        strategy, skip = self.strategy, config.skip_nonfinite_steps
+
+        def one_step(images: tf.Tensor, labels: dict[str, tf.Tensor]) -> None:
+            step = strategy.run(body, args=(images, labels))
+            # every replica holds the same global values; read the first replica's
+            first = tf.nest.map_structure(
+                lambda value: strategy.experimental_local_results(value)[0], step
+            )
+
+            def apply() -> None:
+                strategy.run(self._apply, args=(step.grads, images, labels, step.losses))
+
+            tf.cond(first.finite, apply, lambda: None)
+            self._loss_sum.assign_add(tf.where(first.finite, first.losses, 0.0))
+            self._weight_sum.assign_add(tf.where(first.finite, first.weights, 0.0))
             self._steps.assign_add(1)
+            if not first.finite:
+                self._skipped.assign_add(1)
+                if not skip:
+                    self._failed.assign(True)
+                    self._bad_losses.assign(first.bad_losses)
+                    self._bad_grads.assign(first.bad_task_grads)
 
-        def predict_step(images: tf.Tensor) -> dict[str, tf.Tensor]:
-            return self.model(images, training=False)
+        def train_call(iterator: Any, steps: tf.Tensor) -> None:
+            for _ in tf.range(steps):
+                if self._failed:
+                    break
+                images, labels = next(iterator)
+                one_step(images, labels)
 
-        self._train_step = tf.function(train_step, input_signature=[image_spec, label_spec])
-        self._predict_step = tf.function(predict_step, input_signature=[image_spec])
-
-    # ------------------------------------------------------------------------------------ data
-    def _epoch_batches(self, split_x: tf.Tensor, split_y: dict[str, tf.Tensor], n: int, epoch: int):
-        order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        dataset = tf.data.Dataset.from_tensor_slices(order).batch(self.config.batch_size)
-        dataset = dataset.map(
-            lambda idx: (
-                tf.gather(split_x, idx),
-                {t: tf.gather(split_y[t], idx) for t in self.tasks},
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+        image_spec = tf.TensorSpec([None, *example.x.shape[1:]], tf.as_dtype(example.x.dtype))
+        self._train_call = tf.function(train_call, reduce_retracing=True)
+        self._predict = tf.function(
+            lambda images: self.model(images, training=False), input_signature=[image_spec]
         )
-        return dataset.prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------------------------------- fit
-    def fit(self, train: Split, val: Split) -> FitResult:
-        """Train for ``config.epochs`` epochs, validating after each; keep the best epoch's weights.
+    def fit(self, train: Split, val: Split, resume: bool = False) -> FitResult:
+        """Train, validating after each epoch; the model ends with its best epoch's weights.
 
-        The best epoch is the one with the highest mean validation accuracy over this run's tasks
-        (the earliest on ties); the model holds its weights when ``fit`` returns.
+        The best epoch has the highest mean validation accuracy over this run's tasks (the
+        earliest on ties). With ``resume``, training continues from ``checkpoint_dir/last.npz``.
+
+        Raises:
+            NonFiniteError: a loss or gradient was not finite (unless skipping is configured).
+            Interrupted: Ctrl-C or SIGTERM; a checkpoint of the moment was saved first.
         """
-        if self.config.batch_size > len(train):
+        config = self.config
+        if config.batch_size > len(train):
             raise ValueError(
-                f"trainer.batch_size={self.config.batch_size} is larger than the training split "
+                f"trainer.batch_size={config.batch_size} is larger than the training split "
                 f"({len(train)} images); lower trainer.batch_size or raise dataset.train_limit."
             )
+        augmentation = Augmentation(**asdict(config.augment))
+        batches = EpochBatches(train, self.tasks, config.batch_size, self.seed, augmentation)
         result = FitResult()
-        self._build_steps(train)
-        self.optimizer.build(
-            self.model.trainable_variables
-            + (self.weighting.trainable_variables if self.weighting.level == "loss" else [])
-        )
+        self._build(batches.steps_per_epoch, train)
+        best_weights: list[np.ndarray] | None = None
+        best_score, epoch, first_batch, partial_seconds = -np.inf, 1, 0, 0.0
+        if resume:
+            progress = self._restore(result)
+            epoch, first_batch = progress["epoch"], progress["batch"]
+            partial_seconds, best_score = progress["partial_seconds"], progress["best_score"]
+            best_weights = self._best_weights_on_disk()
+            result.resumed_from = {"epoch": epoch, "batch": first_batch}
+            log.info("%s: resuming at epoch %d, batch %d", self.name, epoch, first_batch)
         start = time.perf_counter()
-        self._train_step.get_concrete_function()
-        self._predict_step.get_concrete_function()
-        result.trace_seconds = time.perf_counter() - start
+        self._trace(batches)
+        result.trace_seconds += time.perf_counter() - start
 
-        x = tf.constant(train.x)
-        y = {t: tf.constant(train.y[t].astype(np.int64)) for t in self.tasks}
-        steps_per_epoch = -(-len(train) // self.config.batch_size)
-        best_score, best_weights = -np.inf, None
-        for epoch in range(1, self.config.epochs + 1):
-            self._loss_sum.assign(tf.zeros_like(self._loss_sum))
-            self._weight_sum.assign(tf.zeros_like(self._weight_sum))
-            self._steps.assign(0)
-            bar = _progress_bar(
-                steps_per_epoch,
-                f"{self.name} epoch {epoch}/{self.config.epochs}",
-                self.config.progress,
-            )
-            tick = time.perf_counter()
-            for step, (images, labels) in enumerate(
-                self._epoch_batches(x, y, len(train), epoch), start=1
-            ):
-                self._train_step(images, labels)
-                bar.update(1)
-                if step % 25 == 0 or step == steps_per_epoch:
-                    bar.set_postfix(self._mean_losses(), refresh=False)
-            mean_losses = self._mean_losses()  # reads back: all queued work has finished
-            seconds = time.perf_counter() - tick
-            bar.close()
-            result.images_seen += len(train)
-
+        while epoch <= config.epochs and result.stopped_by == "epochs":
+            if first_batch == 0:
+                self._reset_epoch()
+            try:
+                seconds, stopped = self._train_epoch(batches, epoch, first_batch, result)
+            except KeyboardInterrupt as exc:
+                partial_seconds += time.perf_counter() - self._epoch_started
+                self._save_last(result, epoch, None, best_score, partial_seconds)
+                raise Interrupted(
+                    f"{self.name} interrupted at step {int(self._steps.numpy())} of epoch {epoch}"
+                ) from exc
+            seconds += partial_seconds
+            first_batch, partial_seconds = 0, 0.0
+            steps = int(self._steps.numpy())
+            result.images_seen += min(steps * config.batch_size, len(train))
+            if stopped:
+                result.stopped_by = stopped
             tick = time.perf_counter()
             val_metrics = self.evaluate(val)[0]
             result.eval_seconds += time.perf_counter() - tick
-            steps = max(int(self._steps.numpy()), 1)
-            weights = self._weight_sum.numpy() / steps
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=mean_losses,
-                weights={t: float(w) for t, w in zip(self.tasks, weights, strict=True)},
-                val=val_metrics,
-                seconds=seconds,
-            )
+            record = self._record(epoch, val_metrics, seconds, result)
             result.history.append(record)
-            self.weighting.on_epoch_end(epoch, self._loss_sum.numpy() / steps)
-            self._log_epoch(record, len(train) / seconds)
+            result.skipped_steps += record.skipped_steps
+            self.weighting.on_epoch_end(epoch, self._loss_sum.numpy() / max(steps, 1))
+            self._log_epoch(record, steps * config.batch_size / max(seconds, 1e-9))
             score = float(np.mean([val_metrics[t]["accuracy"] for t in self.tasks]))
             if score > best_score:
-                best_score, best_weights = score, self.model.get_weights()
+                best_score, best_weights = score, [v.numpy() for v in self.model.variables]
                 result.best_epoch, result.best_val = epoch, val_metrics
+                self._save_best(epoch, val_metrics)
+            self._check_target(record, result)
+            if config.checkpoint_every and (
+                epoch % config.checkpoint_every == 0 or epoch == config.epochs
+            ):
+                self._save_last(result, epoch + 1, 0, best_score)
+            epoch += 1
         if best_weights is not None:
-            self.model.set_weights(best_weights)
+            for variable, value in zip(self.model.variables, best_weights, strict=True):
+                variable.assign(value)
         if self._writer is not None:
             self._writer.flush()
         return result
 
+    def _trace(self, batches: EpochBatches) -> None:
+        """Compile the training and prediction functions (the training clock is not running)."""
+        probe = iter(self._distribute(batches.dataset(epoch=1).take(1)))
+        self._train_call.get_concrete_function(probe, tf.constant(1, tf.int64))
+        self._predict.get_concrete_function()
+
+    def _distribute(self, dataset: tf.data.Dataset) -> Any:
+        if type(self.strategy).__name__ == "_DefaultDistributionStrategy":
+            return dataset
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    def _reset_epoch(self) -> None:
+        for variable in (self._loss_sum, self._weight_sum):
+            variable.assign(tf.zeros_like(variable))
+        self._steps.assign(0)
+        self._skipped.assign(0)
+
+    def _train_epoch(
+        self, batches: EpochBatches, epoch: int, first_batch: int, result: FitResult
+    ) -> tuple[float, str | None]:
+        """Train one epoch from ``first_batch``; return its seconds and why it stopped early."""
+        total = batches.steps_per_epoch
+        bar = _progress_bar(
+            total, f"{self.name} epoch {epoch}/{self.config.epochs}", self.config.progress
+        )
+        bar.update(first_batch)
+        budget = self.budget.time_budget_s
+        spent = result.train_seconds
+        stopped = None
+        tick = self._epoch_started = time.perf_counter()
+        iterator = iter(self._distribute(batches.dataset(epoch, first_batch)))
+        done = first_batch
+        while done < total:
+            count = min(self.config.steps_per_call, total - done)
+            self._train_call(iterator, tf.constant(count, tf.int64))
+            done = int(self._steps.numpy())  # reads back: the call's work has finished
+            bar.update(done - bar.n)
+            if self._failed.numpy():
+                bar.close()
+                raise NonFiniteError(self._nonfinite_message(epoch, done))
+            if done % 25 < count or done == total:
+                bar.set_postfix(self._mean_losses(), refresh=False)
+            if budget is not None and spent + time.perf_counter() - tick >= budget:
+                stopped = "time_budget"
+                break
+        seconds = time.perf_counter() - tick
+        bar.close()
+        return seconds, stopped
+
+    def _record(
+        self, epoch: int, val: dict[str, dict[str, float]], seconds: float, result: FitResult
+    ) -> EpochRecord:
+        steps = max(int(self._steps.numpy()), 1)
+        skipped = int(self._skipped.numpy())
+        applied = max(steps - skipped, 1)
+        weights = self._weight_sum.numpy() / applied
+        assert self.optimizer is not None
+        return EpochRecord(
+            epoch=epoch,
+            train_loss={
+                t: float(v) / applied
+                for t, v in zip(self.tasks, self._loss_sum.numpy(), strict=True)
+            },
+            weights={t: float(w) for t, w in zip(self.tasks, weights, strict=True)},
+            val=val,
+            seconds=seconds,
+            steps=int(self._steps.numpy()),
+            train_seconds_so_far=result.train_seconds + seconds,
+            learning_rate=float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+            skipped_steps=skipped,
+        )
+
+    def _check_target(self, record: EpochRecord, result: FitResult) -> None:
+        target = {t: v for t, v in self.budget.target.items() if t in self.tasks}
+        if not target or result.time_to_target is not None:
+            return
+        if all(record.val[t]["accuracy"] >= v for t, v in target.items()):
+            result.time_to_target = {
+                "epoch": record.epoch,
+                "train_seconds": record.train_seconds_so_far,
+                "target": dict(target),
+            }
+            if self.budget.stop_at_target:
+                result.stopped_by = "target"
+
+    def _nonfinite_message(self, epoch: int, step: int) -> str:
+        bad_losses = [t for t, bad in zip(self.tasks, self._bad_losses.numpy(), strict=True) if bad]
+        bad_grads = [t for t, bad in zip(self.tasks, self._bad_grads.numpy(), strict=True) if bad]
+        where = f"at step {step} of epoch {epoch}"
+        if bad_losses:
+            what = f"the loss of task {', '.join(repr(t) for t in bad_losses)} is not finite"
+        elif bad_grads:
+            what = f"the gradient of task {', '.join(repr(t) for t in bad_grads)} is not finite"
+        else:
+            what = (
+                "the update is not finite although every task's loss is "
+                f"(the weighting {type(self.weighting).__name__} or the optimizer produced it)"
+            )
+        return (
+            f"{self.name}: {what} {where}; the update was not applied and the last checkpoint "
+            "is kept. Lower trainer.learning_rate, or set trainer.skip_nonfinite_steps=true to "
+            "skip such steps."
+        )
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _groups(self) -> dict[str, list[Any]]:
+        assert self.optimizer is not None
+        return {
+            "model": list(self.model.variables),
+            "optimizer": list(self.optimizer.variables),
+            "weighting": list(self.weighting.variables),
+            "trainer": [self._loss_sum, self._weight_sum, self._steps, self._skipped],
+        }
+
+    def _save_last(
+        self,
+        result: FitResult,
+        epoch: int,
+        batch: int | None,
+        best: float,
+        partial_seconds: float = 0.0,
+    ) -> None:
+        """Save where training stands: at ``epoch``, ``batch`` (None: the steps done so far,
+        with ``partial_seconds`` of training time spent in that epoch)."""
+        if self.checkpoint_dir is None:
+            return
+        if batch is None:
+            batch = int(self._steps.numpy())
+        progress = {
+            "epoch": epoch,
+            "batch": batch,
+            "partial_seconds": partial_seconds,
+            "best_score": best if np.isfinite(best) else None,
+            "result": _result_to_dict(result),
+        }
+        checkpoint.save(self.checkpoint_dir / "last.npz", self._groups(), progress)
+
+    def _save_best(self, epoch: int, val: dict[str, dict[str, float]]) -> None:
+        if self.checkpoint_dir is None:
+            return
+        checkpoint.save(
+            self.checkpoint_dir / "best.npz",
+            {"model": list(self.model.variables)},
+            {"epoch": epoch, "val": val},
+        )
+
+    def _best_weights_on_disk(self) -> list[np.ndarray] | None:
+        path = (self.checkpoint_dir or Path()) / "best.npz"
+        if self.checkpoint_dir is None or not path.is_file():
+            return None
+        groups, _ = checkpoint.load(path)
+        return groups["model"]
+
+    def _restore(self, result: FitResult) -> dict[str, Any]:
+        assert self.checkpoint_dir is not None
+        path = self.checkpoint_dir / "last.npz"
+        groups, progress = checkpoint.load(path)
+        for name, variables in self._groups().items():
+            checkpoint.restore(variables, groups.get(name, []), name, path)
+        _result_from_dict(progress["result"], result)
+        if progress["best_score"] is None:
+            progress["best_score"] = -np.inf
+        return progress
+
+    # ----------------------------------------------------------------------------- evaluation
     def predict(self, split: Split) -> dict[str, np.ndarray]:
         """float32 logits of every task for every image of ``split``."""
-        if self._predict_step is None:
-            self._build_steps(split)
+        if self._predict is None:
+            image_spec = tf.TensorSpec([None, *split.x.shape[1:]], tf.as_dtype(split.x.dtype))
+            self._predict = tf.function(
+                lambda images: self.model(images, training=False), input_signature=[image_spec]
+            )
         outputs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         size = self.config.eval_batch_size
         for start in range(0, len(split), size):
-            logits = self._predict_step(tf.constant(split.x[start : start + size]))
+            logits = self._predict(tf.constant(split.x[start : start + size]))
             for t in self.tasks:
                 outputs[t].append(logits[t].numpy())
         return {t: np.concatenate(chunks) for t, chunks in outputs.items()}
@@ -397,7 +720,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- report
     def _mean_losses(self) -> dict[str, float]:
-        steps = max(int(self._steps.numpy()), 1)
+        steps = max(int(self._steps.numpy()) - int(self._skipped.numpy()), 1)
         sums = self._loss_sum.numpy()
         return {t: float(s) / steps for t, s in zip(self.tasks, sums, strict=True)}
 
@@ -405,12 +728,8 @@ class Trainer:
         accuracies = ", ".join(f"{t} {record.val[t]['accuracy']:.4f}" for t in self.tasks)
         log.info(
             "%s epoch %d: %.1f s (%.0f images/s), val accuracy %s",
-            self.name,
-            record.epoch,
-            record.seconds,
-            images_per_second,
-            accuracies,
-        )
+            self.name, record.epoch, record.seconds, images_per_second, accuracies,
+        )  # fmt: skip
         if self._writer is None:
             return
         with self._writer.as_default(step=record.epoch):
@@ -421,6 +740,21 @@ class Trainer:
                 tf.summary.scalar(f"val_top5_accuracy/{t}", record.val[t]["top5_accuracy"])
             tf.summary.scalar("time/epoch_seconds", record.seconds)
             tf.summary.scalar("time/images_per_second", images_per_second)
+            tf.summary.scalar("learning_rate", record.learning_rate)
+
+
+def _result_to_dict(result: FitResult) -> dict[str, Any]:
+    data = asdict(result)
+    data["history"] = [asdict(r) for r in result.history]
+    return data
+
+
+def _result_from_dict(data: Mapping[str, Any], result: FitResult) -> None:
+    for key, value in data.items():
+        if key == "history":
+            result.history = [EpochRecord(**r) for r in value]
+        else:
+            setattr(result, key, value)
 
 
 def _flatten(tensors: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]) -> tf.Tensor:
@@ -448,7 +782,7 @@ def _unflatten(flat: tf.Tensor, like: Sequence[keras.Variable]) -> list[tf.Tenso
     return [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(parts, like, strict=True)]
 
 
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def _progress_bar(total: int, desc: str, enabled: bool) -> Callable[..., Any] | Any:
     from tqdm.auto import tqdm
 
     # disable=None: shown on a terminal, silent when stderr goes to a file or a pipe

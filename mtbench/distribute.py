@@ -1,0 +1,84 @@
+"""Which ``tf.distribute`` strategy trains a run.
+
+- ``auto``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` describes a cluster of several
+  workers, ``MirroredStrategy`` over all GPUs when there are several, else the default strategy
+  (one device).
+- ``none``: the default strategy. ``mirrored``: ``MirroredStrategy`` over all GPUs, or over
+  ``cpu_replicas`` logical CPU devices. ``multi_worker``: ``MultiWorkerMirroredStrategy`` from
+  ``TF_CONFIG``.
+
+``cpu_replicas > 1`` splits the CPU into that many logical devices; TensorFlow allows this only
+before its runtime starts, so it must be the first TensorFlow work of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
+
+
+def _workers_in_tf_config() -> int:
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from exc
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def split_cpu(replicas: int) -> None:
+    """Expose ``replicas`` logical CPU devices (before TensorFlow's runtime starts)."""
+    if replicas <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == replicas:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
+        )
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"trainer.cpu_replicas={replicas} needs to split the CPU before TensorFlow starts; "
+            "this process already started it"
+        ) from exc
+
+
+def make_strategy(kind: str, cpu_replicas: int = 1) -> tf.distribute.Strategy:
+    if kind not in STRATEGIES:
+        raise ValueError(f"trainer.distribute={kind!r}; choose one of {', '.join(STRATEGIES)}")
+    split_cpu(cpu_replicas)
+    gpus = tf.config.list_logical_devices("GPU")
+    if kind == "auto":
+        if _workers_in_tf_config() > 1:
+            kind = "multi_worker"
+        elif len(gpus) > 1 or cpu_replicas > 1:
+            kind = "mirrored"
+        else:
+            kind = "none"
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    if kind == "multi_worker":
+        if _workers_in_tf_config() < 1:
+            raise ValueError(
+                "trainer.distribute=multi_worker needs TF_CONFIG describing the cluster "
+                '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}})'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if gpus:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(cpus)
+
+
+def describe(strategy: tf.distribute.Strategy) -> dict[str, object]:
+    name = type(strategy).__name__
+    return {
+        "strategy": "default" if name == "_DefaultDistributionStrategy" else name,
+        "replicas": int(strategy.num_replicas_in_sync),
+    }
