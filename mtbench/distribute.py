@@ -52,7 +52,9 @@ def make_strategy(kind: str, cpu_replicas: int = 1) -> tf.distribute.Strategy:
     if kind not in STRATEGIES:
         raise ValueError(f"trainer.distribute={kind!r}; choose one of {', '.join(STRATEGIES)}")
     split_cpu(cpu_replicas)
-    gpus = tf.config.list_logical_devices("GPU")
+    # physical devices only: listing logical ones would start the runtime, which a multi-worker
+    # strategy must configure first
+    gpus = tf.config.list_physical_devices("GPU")
     if kind == "auto":
         if _workers_in_tf_config() > 1:
             kind = "multi_worker"
@@ -71,7 +73,9 @@ def make_strategy(kind: str, cpu_replicas: int = 1) -> tf.distribute.Strategy:
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if gpus:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        return tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices("GPU")]
+        )
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(cpus)
 
@@ -82,3 +86,14 @@ def describe(strategy: tf.distribute.Strategy) -> dict[str, object]:
         "strategy": "default" if name == "_DefaultDistributionStrategy" else name,
         "replicas": int(strategy.num_replicas_in_sync),
     }
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs (the chief, or worker 0 without a chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

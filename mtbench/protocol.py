@@ -34,7 +34,7 @@ from mtbench import registry
 from mtbench.config import BenchmarkConfig, TrainerConfig, check_keys, check_values
 from mtbench.data import DatasetError, DatasetSplits
 from mtbench.distribute import describe as describe_strategy
-from mtbench.distribute import make_strategy
+from mtbench.distribute import is_chief, make_strategy
 from mtbench.hardware import PeakMemory, describe_device, resolve_precision
 from mtbench.io import atomic_write_json, atomic_write_text
 from mtbench.model import MultiTaskModel
@@ -174,6 +174,14 @@ class Benchmark:
 
     # ---------------------------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
+        trainer_config = self.trainer_config
+        # the first TensorFlow work: splitting the CPU and joining a cluster must come first
+        self.strategy = make_strategy(trainer_config.distribute.value, trainer_config.cpu_replicas)
+        if trainer_config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if not is_chief(self.strategy):  # other workers of a cluster keep their files apart
+            resolver = self.strategy.cluster_resolver
+            self.output_dir = self.output_dir / f"{resolver.task_type}-{resolver.task_id}"
         self._check_output_dir()
         previous = self._previous_results()
         if previous is not None and previous["status"] == "complete":
@@ -257,10 +265,7 @@ class Benchmark:
         return previous
 
     def _run(self) -> None:
-        cfg, trainer_config = self.cfg, self.trainer_config
-        if trainer_config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        strategy = make_strategy(trainer_config.distribute.value, trainer_config.cpu_replicas)
+        cfg, trainer_config, strategy = self.cfg, self.trainer_config, self.strategy
         precision = resolve_precision(trainer_config.precision.value)
         # Build the joint weighting first: a bad option fails before any data is read.
         check = self._make_weighting(joint=True)

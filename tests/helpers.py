@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,3 +52,13 @@ def reference_model(precision: str = "float32", backbone: str = "seed_cnn", head
         )
         model(tf.zeros([1, 32, 32, 3], tf.uint8))
     return model
+
+
+def fake_distribution(site: Path, dist: str, module: str, body: str, entry: str) -> None:
+    """A distribution on disk as pip would install it: a module and its .dist-info declaring
+    ``module`` in the ``mtbench.plugins`` entry-point group. Put ``site`` on PYTHONPATH."""
+    (site / f"{module}.py").write_text(textwrap.dedent(body))
+    info = site / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[mtbench.plugins]\n{entry} = {module}\n")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import fake_distribution
 
 from mtbench import registry
 
@@ -88,15 +89,6 @@ def test_name_field_is_reserved():
 
 
 # ------------------------------------------------------------------ entry points, out of process
-def _fake_distribution(site: Path, dist: str, module: str, body: str, entry: str) -> None:
-    """A distribution on disk as pip would install it: a module and its .dist-info."""
-    (site / f"{module}.py").write_text(textwrap.dedent(body))
-    info = site / f"{dist}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[mtbench.plugins]\n{entry} = {module}\n")
-
-
 def _python(code: str, site: Path) -> subprocess.CompletedProcess[str]:
     import os
 
@@ -120,8 +112,8 @@ GOOD_PLUGIN = """
 
 
 def test_entry_points_are_discovered_lazily_and_broken_ones_reported(tmp_path):
-    _fake_distribution(tmp_path, "tp_good", "tp_good_plugin", GOOD_PLUGIN, "half")
-    _fake_distribution(
+    fake_distribution(tmp_path, "tp_good", "tp_good_plugin", GOOD_PLUGIN, "half")
+    fake_distribution(
         tmp_path, "tp_broken", "tp_broken_plugin", "import no_such_module_anywhere\n", "broken"
     )
     result = _python(
@@ -151,7 +143,7 @@ def test_entry_points_are_discovered_lazily_and_broken_ones_reported(tmp_path):
 
 def test_two_distributions_registering_the_same_name_fail_naming_both(tmp_path):
     clash = GOOD_PLUGIN.replace("third_party_half", "ew")
-    _fake_distribution(tmp_path, "tp_clash", "tp_clash_plugin", clash, "clash")
+    fake_distribution(tmp_path, "tp_clash", "tp_clash_plugin", clash, "clash")
     result = _python("import mtbench; mtbench.list_plugins('weighting')", tmp_path)
     assert result.returncode != 0
     assert "DuplicatePluginError" in result.stderr
