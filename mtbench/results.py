@@ -1,33 +1,46 @@
 """The results of a benchmark: the ``mtbench.results/1`` schema, the comparison math and the report.
 
-``results.json`` (written atomically after every run, so a crash keeps what was finished)::
+``results.json`` (written atomically at the start and after every run, so a crash keeps what was
+finished)::
 
     {"schema": "mtbench.results/1",
-     "status": "running" | "complete" | "failed",
-     "error": null | "<message>",                  # why the benchmark failed
+     "status": "running" | "complete" | "failed" | "interrupted",
+     "error": null | "<message>",                  # why the benchmark failed or stopped
      "config": {...},                              # the full resolved config
      "environment": {...},                         # library versions, git commit, machine
      "runs": [{"name": "single:fine" | "single:coarse" | "joint", "tasks": [...],
-               "weighting": "<plugin>",
-               "test": {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
+               "weighting": "<plugin>" | "plain loss",
+               "status": "complete" | "failed",     # failed: a NaN/Inf loss or gradient
+               "error": null | "<message>",
+               "test": null | {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
                "best_epoch": 1,                    # selected on validation, 1-based
                "val": {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
+               "stopped_by": "epochs" | "time_budget" | "target",
+               "time_to_target": null | {"epoch": 1, "train_seconds": 0.0, "target": {...}},
+               "skipped_steps": 0,                 # non-finite steps skipped (if allowed)
+               "resumed_from": null | {"epoch": 1, "batch": 0},
                "history": [{"epoch": 1, "train_loss": {...}, "loss_weights": {...},
-                            "val": {...}, "seconds": 0.0}],
+                            "val": {...}, "seconds": 0.0, "steps": 0,
+                            "train_seconds_so_far": 0.0, "learning_rate": 0.0,
+                            "skipped_steps": 0}],
                "timing": {"epoch_seconds": [...], "train_seconds": 0.0,
                           "images_per_second": 0.0, "trace_seconds": 0.0,
                           "eval_seconds": 0.0, "test_seconds": 0.0},
                "parameters": 0, "peak_memory_mb": 0.0, "peak_memory_scope": "run" | "process",
-               "peak_device_memory_mb": null | 0.0, "device": "...", "precision": "..."}],
+               "peak_device_memory_mb": null | 0.0, "device": "...",
+               "distribution": {"strategy": "default", "replicas": 1}, "precision": "..."}],
      "comparison": null | {
          "metric": "test top-1 accuracy",
-         "delta_m_percent": 0.0,
+         "delta_m_percent": null | 0.0,           # null when a single-task accuracy is 0
          "formula": "...",
          "tasks": {"<task>": {"single": 0.0, "joint": 0.0, "delta_percent": 0.0}},
          "hierarchy": null | {"child": "fine", "parent": "coarse"},
          "hierarchy_consistency": null | 0.0,        # joint model
          "hierarchy_consistency_single": null | 0.0  # the two single-task models together
      }}
+
+A failed run keeps ``name``, ``tasks``, ``status`` and ``error`` (and ``test`` is null); it is
+never reported as a number. The comparison needs every single-task run and the joint run.
 
 Accuracies are fractions in [0, 1]; times are wall-clock seconds; memory is MiB.
 """
@@ -242,9 +255,10 @@ def render_report(results: Mapping[str, Any]) -> str:
         "",
         f"Dataset `{names['dataset']}`, backbone `{names['backbone']}`, head `{names['head']}`, "
         f"weighting `{names['weighting']}` (single-task baselines: plain loss). "
-        f"Trainer: {trainer['optimizer']}, learning rate {trainer['learning_rate']}, "
-        f"batch {trainer['batch_size']}, {trainer['epochs']} epochs, precision "
-        f"{trainer['precision']}; seed {config['seed']}.",
+        f"Trainer: {trainer['optimizer']}, learning rate {trainer['learning_rate']} "
+        f"({trainer['schedule']} schedule), batch {trainer['batch_size']}, "
+        f"{trainer['epochs']} epochs, precision {trainer['precision']}; seed {config['seed']}. "
+        "The full config is in results.json.",
         "",
         "## Test accuracy",
         "",
@@ -266,6 +280,22 @@ def render_report(results: Mapping[str, Any]) -> str:
                 f"{_pct(comparison['hierarchy_consistency'], 1)} %; the two single-task models "
                 f"together {_pct(comparison.get('hierarchy_consistency_single'), 1)} %.",
             ]
+    failed = [run for run in results["runs"] if run.get("status") == "failed"]
+    if failed:
+        lines += ["", "## Failed runs", ""]
+        lines += [f"- `{run['name']}`: {run['error']}" for run in failed]
+    targets = [run for run in results["runs"] if run.get("time_to_target") is not None]
+    if config["benchmark"].get("target"):
+        lines += ["", "## Time to target", "", f"Target (validation top-1): "
+                  f"{config['benchmark']['target']}.", ""]  # fmt: skip
+        reached = {run["name"]: run["time_to_target"] for run in targets}
+        for run in results["runs"]:
+            hit = reached.get(run["name"])
+            lines.append(
+                f"- `{run['name']}`: "
+                + (f"epoch {hit['epoch']}, {hit['train_seconds']:.1f} s of training" if hit else
+                   "not reached")
+            )  # fmt: skip
     lines += [
         "",
         "## Cost",

@@ -111,3 +111,28 @@ def test_a_failing_joint_run_keeps_the_finished_runs(npz_root, tmp_path):
     assert results["status"] == "failed" and "weighting exploded" in results["error"]
     assert [run["name"] for run in results["runs"]] == ["single:fine", "single:coarse"]
     assert "failed" in (tmp_path / "report.md").read_text()
+
+
+def test_the_same_config_and_seed_give_the_same_numbers(npz_root, tmp_path):
+    prepare()
+    overrides = [
+        "+experiment=cifar100_mtl",
+        f"dataset.root={npz_root}",
+        "trainer.progress=false",
+        "trainer.epochs=2",
+        "trainer.augment.crop_padding=2",
+        "trainer.augment.horizontal_flip=true",
+        "benchmark.single_task=false",
+        *TINY[:1],
+        "trainer.batch_size=128",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    first = Benchmark(cfg, tmp_path / "a").run()
+    second = Benchmark(cfg, tmp_path / "b").run()
+    for a, b in zip(first["runs"], second["runs"], strict=True):
+        assert a["test"] == b["test"] and a["val"] == b["val"]
+        assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    env = first["environment"]
+    assert env["versions"]["tensorflow"] and env["versions"]["keras"] and "git_commit" in env
+    assert first["config"]["seed"] == 0 and first["config"]["dataset"]["split_seed"] == 0
