@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -257,6 +258,12 @@ def _schema_for(kind: str, name: str, config: type) -> type:
     )
     schema.__module__ = config.__module__
     schema.__doc__ = config.__doc__
+    # Messages show the config's own name; pickling (process launchers) finds the schema under
+    # a name of its own in the config's module.
+    schema.__qualname__ = f"_mtbench_schema_{kind}_{name.replace('-', '_')}"
+    module = sys.modules.get(config.__module__)
+    if module is not None:
+        setattr(module, schema.__qualname__, schema)
     return schema
 
 

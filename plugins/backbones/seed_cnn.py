@@ -26,12 +26,16 @@ class SeedCNN(keras.layers.Layer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.stack = [
-            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
-            keras.layers.Conv2D(32, 3, padding="valid", activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(2, name="pool"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(128, activation="relu", name="dense1"),
-            keras.layers.Dense(64, activation="relu", name="dense2"),
+            keras.layers.Conv2D(
+                32, 3, padding="same", activation="relu", name="conv1", dtype=self.dtype_policy
+            ),
+            keras.layers.Conv2D(
+                32, 3, padding="valid", activation="relu", name="conv2", dtype=self.dtype_policy
+            ),
+            keras.layers.MaxPooling2D(2, name="pool", dtype=self.dtype_policy),
+            keras.layers.Flatten(name="flatten", dtype=self.dtype_policy),
+            keras.layers.Dense(128, activation="relu", name="dense1", dtype=self.dtype_policy),
+            keras.layers.Dense(64, activation="relu", name="dense2", dtype=self.dtype_policy),
         ]
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:

@@ -35,7 +35,10 @@ class DenseHeads(keras.layers.Layer):
         super().__init__(**kwargs)
         self.tasks = [TaskSpec.coerce(t) for t in tasks]
         self.classifiers = {
-            t.name: keras.layers.Dense(t.num_classes, name=f"{t.name}_logits") for t in self.tasks
+            t.name: keras.layers.Dense(
+                t.num_classes, name=f"{t.name}_logits", dtype=self.dtype_policy
+            )
+            for t in self.tasks
         }
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:

@@ -1,0 +1,120 @@
+"""The ``mlp`` head: per task, a tower of hidden layers before the classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from mtbench import register
+from mtbench.data import TaskHierarchy, TaskSpec
+
+
+@dataclass
+class MLPHeadsConfig:
+    """Options of the ``mlp`` head.
+
+    Attributes:
+        hidden_units: Sizes of the hidden Dense layers of every task's tower, input side first.
+        activation: Activation of the hidden layers (any Keras activation name).
+        dropout: Dropout rate after each hidden layer (0: none).
+    """
+
+    hidden_units: list[int] = field(default_factory=lambda: [256])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@register("head", "mlp", config=MLPHeadsConfig)
+@keras.saving.register_keras_serializable(package="mtbench_plugins")
+class MLPHeads(keras.layers.Layer):
+    """Per task: ``[Dense(units, activation) -> Dropout] * len(hidden_units) -> Dense(classes)``.
+
+    The towers share nothing; each task's tower and classifier are its own variables.
+
+    Args:
+        tasks: The tasks to predict (``TaskSpec`` or its ``get_config()`` dict).
+        hidden_units: Hidden layer sizes, input side first (empty: a linear classifier, as
+            ``dense``).
+        activation: Keras activation of the hidden layers.
+        dropout: Dropout rate after each hidden layer, in ``[0, 1)``.
+        hierarchy: Unused; accepted because every head plugin is offered the dataset's hierarchy.
+
+    Example:
+        >>> heads = MLPHeads(tasks=[TaskSpec("fine", 100)], hidden_units=[512, 256])
+        >>> heads(keras.ops.zeros((8, 64)))["fine"].shape
+        (8, 100)
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec | Mapping[str, Any]],
+        hidden_units: Sequence[int] = (256,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        hierarchy: TaskHierarchy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tasks = [TaskSpec.coerce(t) for t in tasks]
+        self.hidden_units = [int(units) for units in hidden_units]
+        self.activation = activation
+        self.dropout = float(dropout)
+        if any(units < 1 for units in self.hidden_units):
+            raise ValueError(f"head.hidden_units={self.hidden_units} must all be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"head.dropout={dropout} must be in [0, 1)")
+        try:
+            keras.activations.get(activation)
+        except ValueError:
+            raise ValueError(
+                f"head.activation={activation!r} is not a Keras activation (e.g. relu, gelu, silu)"
+            ) from None
+        self.towers = {t.name: self._tower(t) for t in self.tasks}
+
+    def _tower(self, task: TaskSpec) -> list[keras.layers.Layer]:
+        layers: list[keras.layers.Layer] = []
+        dtype = self.dtype_policy  # sublayers keep it when a saved model is reloaded
+        for index, units in enumerate(self.hidden_units, start=1):
+            layers.append(
+                keras.layers.Dense(
+                    units, activation=self.activation, name=f"{task.name}_{index}", dtype=dtype
+                )
+            )
+            if self.dropout > 0:
+                layers.append(
+                    keras.layers.Dropout(
+                        self.dropout, name=f"{task.name}_dropout{index}", dtype=dtype
+                    )
+                )
+        layers.append(keras.layers.Dense(task.num_classes, name=f"{task.name}_logits", dtype=dtype))
+        return layers
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        for tower in self.towers.values():
+            shape = input_shape
+            for layer in tower:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, features: Any, training: bool = False) -> dict[str, Any]:
+        outputs = {}
+        for name, tower in self.towers.items():
+            x = features
+            for layer in tower:
+                x = layer(x, training=training)
+            outputs[name] = x
+        return outputs
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            tasks=[t.get_config() for t in self.tasks],
+            hidden_units=self.hidden_units,
+            activation=self.activation,
+            dropout=self.dropout,
+        )
+        return config

@@ -1,0 +1,524 @@
+"""The multirun leaderboard: grouping, statistics over seeds, failed runs, files, CLI, callback."""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import importlib.util
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO, run_mtbench
+from omegaconf import OmegaConf
+
+from mtbench import leaderboard
+from mtbench.callbacks import LeaderboardCallback
+from mtbench.leaderboard import build, main, summarize, write_leaderboard
+from mtbench.results import SCHEMA, compare, delta_m
+
+# Student t quantiles t(0.975, df), from a printed table.
+T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------ hand-made runs
+def _config(seed: int, weighting: str = "ew", lr: float = 0.001) -> dict:
+    options = {"weights": {}, "default": 1.0} if weighting == "static" else {}
+    return {
+        "dataset": {"root": f"/data/{seed}", "download": False, "val_size": 100},
+        "backbone": {"name": "seed_cnn"},
+        "head": {"name": "dense"},
+        "weighting": {**options, "name": weighting},
+        "trainer": {"learning_rate": lr, "epochs": 2, "progress": seed % 2 == 0},
+        "benchmark": {"tasks": ["fine", "coarse"], "single_task": True},
+        "seed": seed,
+        "resume": f"outputs/run{seed}" if seed == 2 else None,
+    }
+
+
+def _run(name: str, accuracies: dict[str, float], epoch_seconds=(1.0, 1.0)) -> dict:
+    return {
+        "name": name,
+        "tasks": list(accuracies),
+        "test": {
+            t: {"accuracy": a, "top5_accuracy": min(1.0, 2 * a)} for t, a in accuracies.items()
+        },
+        "timing": {"epoch_seconds": list(epoch_seconds), "train_seconds": sum(epoch_seconds)},
+        "device": "CPU",
+    }
+
+
+def write_run(
+    path: Path,
+    config: dict,
+    joint: dict[str, float] | None = None,
+    single: dict[str, float] | None = None,
+    epoch_seconds=(1.0, 1.0),
+    status: str = "complete",
+    error: str | None = None,
+) -> Path:
+    """A Hydra job dir: ``.hydra/config.yaml``, ``.hydra/overrides.yaml`` and ``results.json``."""
+    single = single if single is not None else {"fine": 0.40, "coarse": 0.50}
+    runs = [_run(f"single:{t}", {t: a}) for t, a in single.items()]
+    if joint is not None:
+        runs.append(_run("joint", joint, epoch_seconds))
+    complete = status == "complete"
+    results = {
+        "schema": SCHEMA,
+        "status": status,
+        "error": error,
+        "config": config,
+        "environment": {"git_commit": "abc123"},
+        "runs": runs,
+        "comparison": compare(runs, ["fine", "coarse"]) if complete else None,
+    }
+    write_hydra_dir(path, config)
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+def write_hydra_dir(path: Path, config: dict) -> Path:
+    (path / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(config), path / ".hydra" / "config.yaml")
+    overrides = [f"weighting={config['weighting']['name']}", f"seed={config['seed']}"]
+    OmegaConf.save(OmegaConf.create(overrides), path / ".hydra" / "overrides.yaml")
+    return path
+
+
+# joint fine accuracy per seed of the ew row; everything else is constant
+EW_FINE = {0: 0.40, 1: 0.42, 2: 0.47}
+
+
+def write_ew_seeds(sweep: Path, seeds=(0, 1, 2)) -> None:
+    for index, seed in enumerate(seeds):
+        write_run(
+            sweep / str(index),
+            _config(seed),
+            joint={"fine": EW_FINE[seed], "coarse": 0.50},
+            epoch_seconds=(1.0 + seed, 3.0 + seed),  # seconds per epoch 2 + seed
+        )
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """ew x seeds 0-2, static x seeds 0-1, ew at lr 0.01 with one seed."""
+    root = tmp_path / "sweep"
+    write_ew_seeds(root)
+    for index, seed in enumerate((0, 1)):
+        write_run(
+            root / str(3 + index), _config(seed, "static"), joint={"fine": 0.5, "coarse": 0.6}
+        )
+    write_run(root / "5", _config(0, lr=0.01), joint={"fine": 0.30, "coarse": 0.45})
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def _rows_by_name(board) -> dict:
+    return {
+        (row.identity["weighting.name"], row.identity["trainer.learning_rate"]): row
+        for row in board.rows
+    }
+
+
+# ---------------------------------------------------------------------------------- statistics
+def test_summary_statistics_match_hand_computation():
+    stat = summarize([1.0, 2.0, 3.0, 4.0])
+    std = math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3)
+    half = T_975[3] * std / 2
+    assert stat.n == 4 and stat.mean == pytest.approx(2.5) and stat.std == pytest.approx(std)
+    assert (stat.ci_low, stat.ci_high) == (pytest.approx(2.5 - half), pytest.approx(2.5 + half))
+    two = summarize([0.0, 2.0])
+    assert two.ci_high == pytest.approx(1.0 + T_975[1] * math.sqrt(2) / math.sqrt(2))
+
+
+def test_one_value_has_no_spread_and_no_interval():
+    assert summarize([7.0]) == leaderboard.Stat(1, 7.0, None, None, None)
+    assert summarize([]) == leaderboard.Stat(0, None, None, None, None)
+
+
+# ------------------------------------------------------------------------------------ grouping
+def test_runs_are_grouped_by_config_without_seed(sweep):
+    board = build([sweep])
+    rows = _rows_by_name(board)
+    assert set(rows) == {("ew", 0.001), ("static", 0.001), ("ew", 0.01)}
+    # dataset.root, trainer.progress and resume differ between seeds but are not part of the
+    # configuration's identity
+    assert [r.seed for r in rows[("ew", 0.001)].runs] == [0, 1, 2]
+    assert rows[("static", 0.001)].seeds == [0, 1] and rows[("ew", 0.01)].seeds == [0]
+    assert "seed" not in rows[("ew", 0.001)].identity
+    assert "dataset.root" not in rows[("ew", 0.001)].identity
+    assert board.tasks == ["fine", "coarse"] and not board.failed
+
+
+def test_varying_keys_are_the_columns_and_shared_keys_are_listed(sweep):
+    board = build([sweep])
+    # a plugin's name first, then its options (absent for ew), then the trainer's key
+    assert board.varying == [
+        "weighting.name",
+        "weighting.weights",
+        "weighting.default",
+        "trainer.learning_rate",
+    ]
+    assert board.shared["backbone.name"] == "seed_cnn"
+    headers, rows = leaderboard.main_table(board)
+    assert headers[1:5] == board.varying and headers[5] == "seeds"
+    ew_row = next(r for r in rows if r[1] == "ew" and r[4] == "0.01")
+    assert ew_row[2:4] == ["–", "–"]  # ew has no weights/default options
+
+
+def test_row_statistics_are_mean_std_and_t_interval_over_seeds(sweep):
+    board = build([sweep])
+    row = _rows_by_name(board)[("ew", 0.001)]
+    metric = {m.column: m for m in board.metrics}
+    fine = row.stat(metric["fine_joint_top1_pct"])
+    half = T_975[2] * math.sqrt(13) / math.sqrt(3)  # deviations -3, -1, +4 points
+    assert fine.n == 3 and fine.mean == pytest.approx(43.0)
+    assert fine.std == pytest.approx(math.sqrt(13))
+    assert fine.ci_low == pytest.approx(43.0 - half) and fine.ci_high == pytest.approx(43.0 + half)
+    gains = [
+        delta_m({"fine": 0.4, "coarse": 0.5}, {"fine": a, "coarse": 0.5}) for a in (0.4, 0.42, 0.47)
+    ]
+    assert gains == pytest.approx([0.0, 2.5, 8.75])
+    assert row.stat(metric["delta_m_pct"]).mean == pytest.approx(sum(gains) / 3)
+    seconds = row.stat(metric["joint_seconds_per_epoch"])
+    assert seconds.mean == pytest.approx(3.0) and seconds.std == pytest.approx(1.0)
+    single = row.stat(metric["fine_single_top1_pct"])
+    assert single.mean == pytest.approx(40.0) and single.std == pytest.approx(0.0)
+
+
+def test_rows_are_ranked_by_mean_delta_m(sweep):
+    board = build([sweep])
+    means = [
+        row.stat(m).mean for row in board.rows for m in board.metrics if m.column == "delta_m_pct"
+    ]
+    assert means == sorted(means, reverse=True)
+    assert board.rows[0].identity["weighting.name"] == "static"
+
+
+def test_one_seed_interval_is_shown_as_undefined(sweep, tmp_path):
+    board = write_leaderboard([sweep], tmp_path / "out")
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    lone = next(line for line in markdown.splitlines() if "| 0.01 " in line)
+    assert "30.00 ± n/a [undefined]" in lone and "± 0.00 [" not in lone
+    assert "43.00 ± 3.61 [34.04, 51.96]" in markdown
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").open()))
+    one = next(r for r in rows if r["trainer.learning_rate"] == "0.01")
+    assert one["fine_joint_top1_pct_mean"] == "30.0" and one["fine_joint_top1_pct_n"] == "1"
+    for column in ("std", "ci95_low", "ci95_high"):
+        assert one[f"fine_joint_top1_pct_{column}"] == ""
+    assert len(board.rows) == 3
+
+
+# -------------------------------------------------------------------------------- failed runs
+def test_failed_and_incomplete_runs_are_listed_and_not_counted(sweep, tmp_path):
+    write_run(
+        sweep / "6", _config(3), single={"fine": 0.99, "coarse": 0.99}, status="failed",
+        error="RuntimeError: in user code:\n\n    weighting exploded",
+    )  # fmt: skip
+    write_run(sweep / "7", _config(4), single={"fine": 0.99}, status="running")
+    write_hydra_dir(sweep / "8", _config(5))  # died before writing results.json
+    write_hydra_dir(sweep / "9", _config(6))
+    (sweep / "9" / "results.json").write_text("{truncated")
+    board = write_leaderboard([sweep], tmp_path / "out")
+
+    statuses = {run.path.name: run.status for run in board.failed}
+    assert statuses == {"6": "failed", "7": "running", "8": "no results", "9": "unreadable"}
+    ew = _rows_by_name(board)[("ew", 0.001)]
+    assert ew.seeds == [0, 1, 2] and len(ew.failed) == 4
+    single = next(m for m in board.metrics if m.column == "fine_single_top1_pct")
+    assert ew.stat(single).mean == pytest.approx(40.0)  # the failed runs' 99 % is not averaged in
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    failed_section = markdown.split("## Failed and incomplete runs")[1].split("## ")[0]
+    assert "RuntimeError: in user code: … weighting exploded" in failed_section
+    assert f"cannot read {sweep / '9' / 'results.json'}" in failed_section
+    assert "no results.json" in failed_section and "| running " in failed_section
+    assert "4 failed or incomplete run(s)" in markdown
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").open()))
+    assert {r["n_failed"] for r in rows} == {"4", "0"}
+
+
+def test_a_failed_training_run_inside_a_complete_benchmark_is_listed(sweep, tmp_path):
+    job = write_run(sweep / "6", _config(3), joint={"fine": 0.9, "coarse": 0.9})
+    results = json.loads((job / "results.json").read_text())
+    joint = results["runs"][-1]
+    joint.update(status="failed", error="FloatingPointError: non-finite loss", test=None)
+    results["comparison"] = None
+    (job / "results.json").write_text(json.dumps(results))
+    board = write_leaderboard([sweep], tmp_path / "out")
+
+    ew = _rows_by_name(board)[("ew", 0.001)]
+    assert ew.seeds == [0, 1, 2, 3] and len(ew.failed) == 1  # seed 3's baselines count
+    metric = {m.column: m for m in board.metrics}
+    assert ew.stat(metric["fine_joint_top1_pct"]).n == 3  # its joint run does not
+    assert ew.stat(metric["fine_single_top1_pct"]).n == 4
+    (failed,) = board.failed
+    assert failed.part == "joint" and "non-finite loss" in failed.error
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "43.00 ± 3.61 [34.04, 51.96] (n=3)" in markdown and "(joint)" in markdown
+
+
+def test_a_sweep_where_every_run_failed_still_gets_a_leaderboard(tmp_path):
+    write_run(tmp_path / "sweep" / "0", _config(0), status="failed", error="OSError: disk full")
+    board = write_leaderboard([tmp_path / "sweep"], tmp_path / "out")
+    assert not board.rows and len(board.failed) == 1
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "0 configuration(s)" in markdown and "OSError: disk full" in markdown
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_a_repeated_seed_is_counted_once_and_noted(sweep, tmp_path):
+    again = tmp_path / "again"
+    write_run(again / "0", _config(1), joint={"fine": 0.42, "coarse": 0.50}, epoch_seconds=(2, 4))
+    later = (sweep / "1" / "results.json").stat().st_mtime + 60
+    os.utime(again / "0" / "results.json", (later, later))
+    board = write_leaderboard([sweep, again], tmp_path / "out")
+    ew = _rows_by_name(board)[("ew", 0.001)]
+    assert ew.seeds == [0, 1, 2] and len(ew.duplicates) == 1
+    assert ew.runs[1].path == (again / "0").resolve()  # the most recently finished one counts
+    assert ew.duplicates[0].path == (sweep / "1").resolve()
+    assert "repeats seed 1" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+# ------------------------------------------------------------------------------ files and plots
+def test_csv_has_one_row_per_configuration_with_every_statistic(sweep, tmp_path):
+    write_leaderboard([sweep], tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").open()))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    ew = next(
+        r for r in rows if r["weighting.name"] == "ew" and r["trainer.learning_rate"] == "0.001"
+    )
+    assert ew["n_seeds"] == "3" and ew["seeds"] == "0 1 2" and ew["n_failed"] == "0"
+    half = T_975[2] * math.sqrt(13) / math.sqrt(3)
+    assert float(ew["fine_joint_top1_pct_mean"]) == pytest.approx(43.0)
+    assert float(ew["fine_joint_top1_pct_std"]) == pytest.approx(math.sqrt(13))
+    assert float(ew["fine_joint_top1_pct_ci95_low"]) == pytest.approx(43.0 - half)
+    assert float(ew["fine_joint_top1_pct_ci95_high"]) == pytest.approx(43.0 + half)
+    assert float(ew["joint_seconds_per_epoch_mean"]) == pytest.approx(3.0)
+    assert ew["weighting.weights"] == "" and ew["run_dirs"].count(";") == 2
+
+
+def test_markdown_states_the_formulas(sweep, tmp_path):
+    write_leaderboard([sweep], tmp_path / "out")
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "100/T" in markdown and "scipy.stats.t" in markdown and "n - 1" in markdown
+    assert "![accuracy_vs_time.png](accuracy_vs_time.png)" in markdown
+    assert "`seed`, `resume`, `dataset.root`" in markdown
+
+
+def test_plots_are_written_atomically_and_dropped_when_they_would_be_empty(sweep, tmp_path):
+    out = tmp_path / "out"
+    write_leaderboard([sweep], out)
+    for name in ("accuracy_vs_time.png", "single_vs_joint.png"):
+        assert (out / name).read_bytes().startswith(PNG_MAGIC)
+    assert not list(out.glob(".*tmp"))  # no temporary file left behind
+    no_baselines = tmp_path / "joint_only"
+    write_run(no_baselines / "0", _config(0), joint={"fine": 0.4, "coarse": 0.5}, single={})
+    board = write_leaderboard([no_baselines], out)
+    assert board.rows[0].runs[0].delta_m is None
+    assert (out / "accuracy_vs_time.png").exists() and not (out / "single_vs_joint.png").exists()
+
+
+# ------------------------------------------------------------------------------------- command
+def test_rebuild_command_combines_two_sweeps(tmp_path):
+    first, second = tmp_path / "multirun" / "a", tmp_path / "multirun" / "b"
+    write_ew_seeds(first, seeds=(0, 1))
+    write_ew_seeds(second, seeds=(2,))
+    write_run(second / "1", _config(0, "static"), joint={"fine": 0.5, "coarse": 0.6})
+    result = subprocess.run(
+        [sys.executable, "-m", "mtbench.leaderboard", str(first), str(second), "--out", "board"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2 configuration(s), 4 complete run(s)" in result.stdout
+    rows = list(csv.DictReader((tmp_path / "board" / "leaderboard.csv").open()))
+    assert {r["weighting.name"]: r["seeds"] for r in rows} == {"ew": "0 1 2", "static": "0"}
+
+
+def test_a_single_run_dir_is_a_leaderboard_of_one(tmp_path):
+    run = write_run(tmp_path / "run", _config(0), joint={"fine": 0.4, "coarse": 0.5})
+    assert main([str(run)]) == 0
+    assert (run / "leaderboard.md").exists()
+
+
+def test_command_errors_are_clear(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    with pytest.raises(SystemExit) as info:
+        main([str(empty)])
+    assert info.value.code == 2 and "no runs found under" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert "missing is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(empty), str(empty)])
+    assert "give --out" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ callback
+def _hydra_cfg(sweep_dir: Path):
+    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+
+
+def test_callback_is_registered_in_the_config():
+    cfg = OmegaConf.load(REPO / "conf" / "config.yaml")
+    from hydra.utils import instantiate
+
+    callback = instantiate(cfg.hydra.callbacks.leaderboard)
+    assert isinstance(callback, LeaderboardCallback)
+
+
+@pytest.fixture
+def exit_hooks(monkeypatch) -> list:
+    """The callback's at-exit writes, captured instead of registered (others pass through)."""
+    hooks: list = []
+    register, unregister = atexit.register, atexit.unregister
+
+    def fake_register(func, *args, **kwargs):
+        if isinstance(getattr(func, "__self__", None), LeaderboardCallback):
+            hooks.append(func)
+            return func
+        return register(func, *args, **kwargs)
+
+    def fake_unregister(func):
+        if func in hooks:
+            hooks.remove(func)
+        unregister(func)
+
+    monkeypatch.setattr(atexit, "register", fake_register)
+    monkeypatch.setattr(atexit, "unregister", fake_unregister)
+    return hooks
+
+
+def test_callback_writes_the_leaderboard_when_the_multirun_ends(sweep, exit_hooks):
+    callback = LeaderboardCallback()
+    callback.on_multirun_start(_hydra_cfg(sweep))
+    assert len(exit_hooks) == 1
+    callback.on_multirun_end(_hydra_cfg(sweep))
+    assert not exit_hooks and (sweep / "leaderboard.md").exists()
+
+
+def test_callback_writes_at_exit_when_a_failed_job_skips_multirun_end(sweep, exit_hooks):
+    write_run(sweep / "6", _config(3), status="failed", error="ValueError: boom")
+    LeaderboardCallback().on_multirun_start(_hydra_cfg(sweep))
+    exit_hooks.pop()()  # what the interpreter runs at exit
+    assert "ValueError: boom" in (sweep / "leaderboard.md").read_text()
+
+
+def test_callback_logs_instead_of_raising(tmp_path, sweep, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="mtbench.callbacks")
+    callback = LeaderboardCallback()
+    callback.on_multirun_end(_hydra_cfg(tmp_path / "nothing_ran"))
+    assert "no leaderboard" in caplog.text
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("plotting exploded")
+
+    monkeypatch.setattr(leaderboard, "write_leaderboard", explode)
+    callback.on_multirun_end(_hydra_cfg(sweep))
+    assert "plotting exploded" in caplog.text and "the runs are unaffected" in caplog.text
+    callback.on_multirun_end(OmegaConf.create({"hydra": {}}))
+    assert "hydra.sweep.dir" in caplog.text
+
+
+def test_disabled_callback_writes_nothing(sweep):
+    callback = LeaderboardCallback(enabled=False)
+    callback.on_multirun_start(_hydra_cfg(sweep))
+    callback.on_multirun_end(_hydra_cfg(sweep))
+    assert not (sweep / "leaderboard.md").exists()
+
+
+# -------------------------------------------------------------------------- end to end, tiny data
+def _tiny(npz_root: Path) -> list[str]:
+    return [
+        "+experiment=cifar100_mtl",
+        f"dataset.root={npz_root}",
+        "dataset.val_size=100",
+        "trainer.epochs=1",
+        "trainer.batch_size=128",
+        "trainer.progress=false",
+    ]
+
+
+def _check_job_dirs(sweep: Path, jobs: int, runs: list[str]) -> list[dict]:
+    """Every job wrote its own complete results, matching the overrides Hydra gave it."""
+    results = []
+    for num in range(jobs):
+        job = sweep / str(num)
+        data = json.loads((job / "results.json").read_text())
+        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        assert data["status"] == "complete", data["error"]
+        assert f"seed={data['config']['seed']}" in overrides
+        assert f"weighting={data['config']['weighting']['name']}" in overrides or all(
+            not o.startswith("weighting=") for o in overrides
+        )
+        assert [r["name"] for r in data["runs"]] == runs
+        results.append(data)
+    return results
+
+
+def test_multirun_writes_the_leaderboard_into_the_sweep_dir(npz_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_mtbench(
+        ["-m", *_tiny(npz_root), "weighting=ew,static", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_job_dirs(sweep, 4, ["single:fine", "single:coarse", "joint"])
+    rows = list(csv.DictReader((sweep / "leaderboard.csv").open()))
+    assert sorted(r["weighting.name"] for r in rows) == ["ew", "static"]
+    for row in rows:
+        assert row["n_seeds"] == "2" and row["seeds"] == "0 1"
+        for metric in ("fine_joint_top1_pct", "coarse_single_top1_pct", "delta_m_pct"):
+            low, mean, high = (
+                float(row[f"{metric}_{s}"]) for s in ("ci95_low", "mean", "ci95_high")
+            )
+            assert low <= mean <= high
+    markdown = (sweep / "leaderboard.md").read_text()
+    assert "2 configuration(s) from 4 complete run(s); 0 failed" in markdown
+    for name in ("accuracy_vs_time.png", "single_vs_joint.png"):
+        assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason="hydra-joblib-launcher is not installed (pip install hydra-joblib-launcher)",
+)
+def test_parallel_joblib_multirun_loses_no_result(npz_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_mtbench(
+        [
+            "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            *_tiny(npz_root), "benchmark.single_task=false", "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    results = _check_job_dirs(sweep, 2, ["joint"])
+    (row,) = csv.DictReader((sweep / "leaderboard.csv").open())
+    assert row["n_seeds"] == "2" and row["seeds"] == "0 1" and row["n_failed"] == "0"
+    fine = [100 * r["runs"][0]["test"]["fine"]["accuracy"] for r in results]
+    assert float(row["fine_joint_top1_pct_mean"]) == pytest.approx(sum(fine) / 2)
+    assert not list(sweep.rglob(".*.tmp"))
+    assert "launched in parallel (n_jobs 2)" in (sweep / "leaderboard.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_listed_in_the_sweep_leaderboard(npz_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_mtbench(
+        ["-m", *_tiny(npz_root), "seed=0", "dataset.train_limit=null,100000",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0  # Hydra reports the failed job...
+    markdown = (sweep / "leaderboard.md").read_text()  # ...and the leaderboard is still written
+    assert "1 configuration(s) from 1 complete run(s); 1 failed" in markdown
+    assert "dataset.train_limit=100000" in markdown.split("## Failed and incomplete runs")[1]
