@@ -117,9 +117,7 @@ def build_model(
 ) -> MultiTaskModel:
     """The backbone and heads for ``tasks``, initialised from ``seed`` under ``precision``."""
     keras.utils.set_random_seed(seed)
-    hierarchy = data.hierarchy
-    if hierarchy is not None and not {hierarchy.child, hierarchy.parent} <= set(tasks):
-        hierarchy = None
+    hierarchy = data.hierarchy  # heads see it even when this run trains only one of its tasks
     mean, std = normalization if normalization else (None, None)
     with dtype_policy(precision):
         model = MultiTaskModel(

@@ -329,16 +329,19 @@ def test_mix_blends_the_summed_probabilities_with_the_coarse_classifier():
     )
 
 
-def test_without_a_hierarchy_every_task_gets_a_plain_classifier():
+def test_a_run_without_both_tasks_gets_plain_classifiers():
     features = _features()
-    no_hierarchy = _hierarchical(hierarchy=None)
     single_task = _hierarchical(tasks=[TASKS[0]])  # hierarchy given, but its parent not trained
-    assert set(no_hierarchy.classifiers) == {"fine", "coarse"}
-    for heads in (no_hierarchy, single_task):
-        out = heads(features)
-        for name, classifier in heads.classifiers.items():
-            np.testing.assert_allclose(out[name].numpy(), classifier(features).numpy())
-    assert set(single_task(features)) == {"fine"}
+    out = single_task(features)
+    assert set(out) == {"fine"}
+    np.testing.assert_allclose(
+        out["fine"].numpy(), single_task.classifiers["fine"](features).numpy()
+    )
+
+
+def test_a_dataset_without_a_hierarchy_is_refused():
+    with pytest.raises(ValueError, match="needs a dataset that declares a label hierarchy"):
+        _hierarchical(hierarchy=None)
 
 
 def test_other_tasks_get_plain_classifiers_and_outputs_follow_the_task_order():
@@ -363,9 +366,6 @@ def test_hierarchy_round_trips_through_get_config():
     restored = HierarchicalHeads.from_config(config)
     np.testing.assert_array_equal(restored.hierarchy.parent_of, PARENT_OF)
     assert restored.get_config() == heads.get_config()
-    no_hierarchy = _hierarchical(hierarchy=None).get_config()
-    assert no_hierarchy["hierarchy"] is None
-    assert HierarchicalHeads.from_config(no_hierarchy).hierarchy is None
 
 
 # ------------------------------------------------------------------------------ bad options

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from hydra import compose, initialize_config_dir
-from mtbench_plugins.heads.dense import DenseHeads
 
 from mtbench import checkpoint, registry
 from mtbench.cli import config_dir, prepare
@@ -21,6 +20,7 @@ from mtbench.data import DatasetError
 from mtbench.io import atomic_write_json
 from mtbench.protocol import Benchmark, BenchmarkFailed
 from mtbench.weighting import GradientWeighting
+from mtbench_plugins.heads.dense import DenseHeads
 
 TINY = [
     "dataset.val_size=100",
@@ -174,3 +174,31 @@ def test_an_unwritable_run_directory_is_reported(npz_root, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="cannot write to the run directory .* hydra.run.dir"):
         Benchmark(_cfg(npz_root), blocker / "run").run()
+
+
+def test_a_head_that_needs_a_hierarchy_fails_before_training_on_a_dataset_without_one(
+    npz_root, tmp_path
+):
+    from dataclasses import dataclass
+
+    from mtbench_plugins.datasets.cifar100 import Cifar100
+
+    @dataclass
+    class FlatConfig:
+        root: str = str(npz_root)
+        val_size: int = 100
+
+    class Flat(Cifar100):
+        def load(self):
+            splits = super().load()
+            splits.hierarchy = None
+            return splits
+
+    with registry.isolated():
+        registry.register("dataset", "test_flat", config=FlatConfig)(
+            lambda root, val_size: Flat(root=root, download=False, val_size=val_size)
+        )
+        cfg = _cfg(npz_root, "dataset=test_flat", "head=hierarchical")
+        with pytest.raises(ValueError, match="head=hierarchical needs a dataset that declares"):
+            Benchmark(cfg, tmp_path).run()
+    assert json.loads((tmp_path / "results.json").read_text())["runs"] == []

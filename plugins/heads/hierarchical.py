@@ -81,6 +81,11 @@ class HierarchicalHeads(keras.layers.Layer):
         self.mix = float(mix)
         if not 0.0 <= self.mix <= 1.0:
             raise ValueError(f"head.mix={mix} must be in [0, 1]")
+        if self.hierarchy is None:
+            raise ValueError(
+                "head=hierarchical needs a dataset that declares a label hierarchy (a "
+                "fine-to-coarse map), and this dataset has none; use head=dense or head=mlp"
+            )
         by_name = {t.name: t for t in self.tasks}
         h = self.hierarchy
         # the hierarchy this head applies: only where the run trains both of its tasks
@@ -90,8 +95,11 @@ class HierarchicalHeads(keras.layers.Layer):
             _check_hierarchy(self._linked, child, parent)
             self._num_parents = parent.num_classes
         else:
-            reason = "no hierarchy" if h is None else f"not training both {h.child}, {h.parent}"
-            log.info("hierarchical head: %s; every task gets a plain dense classifier", reason)
+            log.info(
+                "hierarchical head: this run does not train both %s and %s; every task gets a "
+                "plain dense classifier",
+                h.child, h.parent,
+            )  # fmt: skip
         derived_only = self._linked.parent if self._linked and self.mix == 0.0 else None
         self.classifiers = {
             t.name: keras.layers.Dense(
