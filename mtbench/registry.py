@@ -101,6 +101,7 @@ def register(kind: str, name: str, *, config: type | None = None) -> Callable[[F
         ... class Half(LossWeighting): ...
     """
     _check_kind(kind)
+    caller = sys._getframe(1).f_globals.get("__name__")  # the module that registers
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise PluginError(f"invalid plugin name {name!r}: use letters, digits, '_' and '-'")
     config = config if config is not None else _empty_config(kind, name)
@@ -121,7 +122,7 @@ def register(kind: str, name: str, *, config: type | None = None) -> Callable[[F
                 f"{kind} '{name}' is registered twice: by {existing.source} and by {source}. "
                 "Uninstall one of the two packages or rename one plugin."
             )
-        schema = _schema_for(kind, name, config)
+        schema = _schema_for(kind, name, config, home=caller or factory.__module__)
         _store_schema(kind, name, schema)
         _plugins[(kind, name)] = Plugin(kind, name, factory, config, schema, source)
         return factory
@@ -249,19 +250,22 @@ def _empty_config(kind: str, name: str) -> type:
     return dataclasses.make_dataclass(f"{_camel(name)}{kind.title()}Config", [])
 
 
-def _schema_for(kind: str, name: str, config: type) -> type:
-    """``config`` plus a ``name`` field defaulting to the plugin's name."""
+def _schema_for(kind: str, name: str, config: type, home: str) -> type:
+    """``config`` plus a ``name`` field defaulting to the plugin's name.
+
+    Messages show the config's own name; the class lives, under a name of its own, in ``home``
+    (the module that registers the plugin), so that process launchers can pickle configs: a
+    worker that unpickles one imports ``home``, which registers the plugin again.
+    """
     schema = dataclasses.make_dataclass(
         config.__name__,
         [(NAME_FIELD, str, dataclasses.field(default=name))],
         bases=(config,),
     )
-    schema.__module__ = config.__module__
     schema.__doc__ = config.__doc__
-    # Messages show the config's own name; pickling (process launchers) finds the schema under
-    # a name of its own in the config's module.
+    schema.__module__ = home
     schema.__qualname__ = f"_mtbench_schema_{kind}_{name.replace('-', '_')}"
-    module = sys.modules.get(config.__module__)
+    module = sys.modules.get(home)
     if module is not None:
         setattr(module, schema.__qualname__, schema)
     return schema

@@ -10,7 +10,8 @@ gradients), so the update equals the single-device one. (``gradient_of="features
 combine each replica's own slice of the batch.)
 
 Timing rules (the same for every run):
-- ``trace_seconds``: compiling the training and prediction functions, before the clock starts.
+- ``trace_seconds``: tracing and optimising the training function (a call that runs zero steps)
+  and tracing the prediction function, before the clock starts.
 - ``epoch_seconds[e]``: from the epoch's first touch of training data to the end of its last
   training step (results are read back, so no queued work is left uncounted).
 - ``train_seconds``: the sum of ``epoch_seconds``; ``images_per_second``: training images
@@ -292,16 +293,10 @@ class Trainer:
             heads_objective = tf.add_n(scaled) + regularization
         return _Forward(features, shares, scaled, regularization, heads_objective)
 
-    def _gradient_level(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> _Step:
+    def _fixed_weights_now(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> _Step:
         weighting = self.weighting
         assert isinstance(weighting, GradientWeighting)
-        if weighting.skips_gradients:
-            return tf.cond(
-                weighting.gradients_needed(),
-                lambda: self._combined_gradients(images, labels),
-                lambda: self._fixed_weight_gradients(images, labels, weighting.current_weights()),
-            )
-        return self._combined_gradients(images, labels)
+        return self._fixed_weight_gradients(images, labels, weighting.current_weights())
 
     def _combined_gradients(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> _Step:
         """Per-task gradients combined by the method for the backbone; own-loss ones for heads."""
@@ -413,15 +408,17 @@ class Trainer:
                 precision=self.precision,
             )
             self.optimizer.build(self._updated_variables())
-        body = self._gradient_level if self.weighting.level == "gradient" else self._loss_level
         strategy, skip = self.strategy, config.skip_nonfinite_steps
+        weighting = self.weighting
+        if weighting.level == "loss":
+            body = self._loss_level
+        else:
+            body = self._combined_gradients
 
-        def one_step(images: tf.Tensor, labels: dict[str, tf.Tensor]) -> None:
-            step = strategy.run(body, args=(images, labels))
+        def step_with(compute: Callable[..., _Step], images: tf.Tensor, labels: dict) -> None:
+            step = strategy.run(compute, args=(images, labels))
             # every replica holds the same global values; read the first replica's
-            first = tf.nest.map_structure(
-                lambda value: strategy.experimental_local_results(value)[0], step
-            )
+            first = _first_replica(strategy, step)
 
             def apply() -> None:
                 strategy.run(self._apply, args=(step.grads, images, labels, step.losses))
@@ -436,6 +433,18 @@ class Trainer:
                     self._failed.assign(True)
                     self._bad_losses.assign(first.bad_losses)
                     self._bad_grads.assign(first.bad_task_grads)
+
+        def one_step(images: tf.Tensor, labels: dict[str, tf.Tensor]) -> None:
+            if isinstance(weighting, GradientWeighting) and weighting.skips_gradients:
+                # decided across replicas, so that each branch may all-reduce inside
+                needed = _first_replica(strategy, strategy.run(weighting.gradients_needed))
+                tf.cond(
+                    needed,
+                    lambda: step_with(self._combined_gradients, images, labels),
+                    lambda: step_with(self._fixed_weights_now, images, labels),
+                )
+            else:
+                step_with(body, images, labels)
 
         def train_call(iterator: Any, steps: tf.Tensor) -> None:
             for _ in tf.range(steps):
@@ -530,7 +539,9 @@ class Trainer:
     def _trace(self, batches: EpochBatches) -> None:
         """Compile the training and prediction functions (the training clock is not running)."""
         probe = iter(self._distribute(batches.dataset(epoch=1).take(1)))
-        self._train_call.get_concrete_function(probe, tf.constant(1, tf.int64))
+        # Running zero steps changes no state but makes TensorFlow optimise the graph, which it
+        # does on a function's first execution: that cost belongs here, not in epoch 1.
+        self._train_call(probe, tf.constant(0, tf.int64))
         self._predict.get_concrete_function()
 
     def _distribute(self, dataset: tf.data.Dataset) -> Any:
@@ -755,6 +766,10 @@ def _result_from_dict(data: Mapping[str, Any], result: FitResult) -> None:
             result.history = [EpochRecord(**r) for r in value]
         else:
             setattr(result, key, value)
+
+
+def _first_replica(strategy: tf.distribute.Strategy, values: Any) -> Any:
+    return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], values)
 
 
 def _flatten(tensors: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]) -> tf.Tensor:

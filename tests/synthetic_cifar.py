@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+
 from mtbench_plugins.datasets.cifar100_formats import FINE_TO_COARSE
 
 # The official class names, in label order (the official meta file holds the same lists).

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import synthetic_cifar
-from mtbench_plugins.datasets.cifar100 import Cifar100
-from mtbench_plugins.datasets.cifar100_formats import FINE_TO_COARSE
 
 from mtbench.data import DatasetError, stratified_split
+from mtbench_plugins.datasets.cifar100 import Cifar100
+from mtbench_plugins.datasets.cifar100_formats import FINE_TO_COARSE
 
 
 def _md5(path: Path) -> str:

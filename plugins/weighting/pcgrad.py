@@ -1,0 +1,94 @@
+"""The ``pcgrad`` weighting: projecting conflicting gradients (gradient surgery)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+
+from mtbench import register
+from mtbench.weighting import GradientWeighting
+
+from .common import (
+    SeededStream,
+    check_choice,
+    check_seed,
+    combine,
+    gramian,
+    options_of,
+    safe_divide,
+)
+
+
+@dataclass
+class PCGradConfig:
+    """Attributes:
+    reduction: ``sum`` (the paper's Algorithm 1) or ``mean`` of the projected gradients.
+    seed: Seeds the random order of projections; ``null`` derives it from the run's seed.
+    """
+
+    reduction: str = "sum"
+    seed: int | None = None
+
+
+@register("weighting", "pcgrad", config=PCGradConfig)
+class PCGrad(GradientWeighting):
+    """PCGrad: Yu, Kumar, Gupta, Levine, Hausman and Finn, "Gradient Surgery for Multi-Task
+    Learning", NeurIPS 2020 (Algorithm 1).
+
+    For each task i, starting from ``g_i^PC = g_i``, for every other task j in a random order: if
+    ``<g_i^PC, g_j> < 0``, ``g_i^PC -= <g_i^PC, g_j> / |g_j|^2 g_j`` (the conflicting component
+    is removed, so afterwards ``<g_i^PC, g_j> = 0``). The update is ``sum_i g_i^PC``.
+
+    Every ``g_i^PC`` is a combination of the task gradients, so the projections are carried out
+    on the ``[T, T]`` coefficients with the Gram matrix and the update is one weighted sum; the
+    logged weights are each task gradient's total coefficient.
+
+    Example:
+        ``python -m mtbench weighting=pcgrad weighting.seed=0``
+    """
+
+    def __init__(self, reduction: str = "sum", seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_choice("reduction", reduction, ("sum", "mean"))
+        check_seed(seed)
+        self.reduction, self.seed = reduction, seed
+
+    def build_state(self, num_tasks: int) -> None:
+        self.random = SeededStream(self, self.seed)
+
+    def random_orders(self, num_tasks: int) -> tf.Tensor:
+        """``[T, T-1]``: row i lists the other tasks in the order task i is projected on them."""
+        keys = self.random.uniform([num_tasks, num_tasks]) + 2.0 * tf.eye(num_tasks)
+        return tf.argsort(keys, axis=1)[:, :-1]  # the task itself sorts last
+
+    def coefficients(self, gram: tf.Tensor, orders: tf.Tensor) -> tf.Tensor:
+        """``C`` with ``g_i^PC = sum_k C[i, k] g_k``, given the Gram matrix and the orders."""
+        num_tasks = gram.shape[0]
+        norms2 = tf.linalg.diag_part(gram)
+        coefficients = tf.eye(num_tasks)
+        for position in range(num_tasks - 1):
+            onto = tf.one_hot(orders[:, position], num_tasks)  # row i: task j
+            dots = tf.reduce_sum(tf.matmul(coefficients, gram) * onto, axis=1)  # <g_i^PC, g_j>
+            squared = tf.reduce_sum(onto * norms2[None, :], axis=1)  # |g_j|^2
+            shift = tf.where(dots < 0.0, safe_divide(dots, squared), tf.zeros_like(dots))
+            coefficients -= shift[:, None] * onto
+        return coefficients
+
+    def project(self, grads: tf.Tensor, orders: tf.Tensor | None = None) -> tf.Tensor:
+        """The projected gradients ``g_i^PC``, ``[T, P]`` (random orders unless given)."""
+        num_tasks = grads.shape[0]
+        orders = self.random_orders(num_tasks) if orders is None else orders
+        return tf.matmul(self.coefficients(gramian(grads), orders), grads)
+
+    def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        num_tasks = grads.shape[0]
+        coefficients = self.coefficients(gramian(grads), self.random_orders(num_tasks))
+        weights = tf.reduce_sum(coefficients, axis=0)
+        if self.reduction == "mean":
+            weights /= num_tasks
+        return combine(grads, weights), weights
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **options_of(self, PCGradConfig)}
