@@ -119,6 +119,9 @@ class BenchmarkConfig:
         target: Validation top-1 accuracy per task (e.g. ``{fine: 0.5}``); each run records
             the training time and epoch at which it first reaches all of them.
         stop_at_target: Stop a run once it reaches ``target``.
+        baseline_cache: A folder where single-task runs are kept and reused by every benchmark
+            whose config differs only in the weighting method (or in nothing that affects a
+            single-task run): a sweep over methods trains each baseline once.
     """
 
     tasks: list[str] | None = None
@@ -126,6 +129,7 @@ class BenchmarkConfig:
     time_budget_s: float | None = None
     target: dict[str, float] = field(default_factory=dict)
     stop_at_target: bool = False
+    baseline_cache: str | None = None
 
 
 @dataclass

@@ -50,6 +50,7 @@ NOT_IDENTITY: tuple[str, ...] = (
     "dataset.url",
     "trainer.checkpoint_every",
     "trainer.progress",
+    "benchmark.baseline_cache",
 )
 CONFIDENCE = 0.95
 MARKDOWN = "leaderboard.md"

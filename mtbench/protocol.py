@@ -53,7 +53,9 @@ from mtbench.weighting import EqualWeights, Weighting
 log = logging.getLogger(__name__)
 
 #: Config keys that may differ when a run directory is resumed (they do not change the numbers).
-RESUMABLE_DIFFERENCES = ("resume", "trainer.progress", "dataset.root", "dataset.download")
+RESUMABLE_DIFFERENCES = (
+    "resume", "trainer.progress", "dataset.root", "dataset.download", "benchmark.baseline_cache",
+)  # fmt: skip
 
 
 class BenchmarkFailed(RuntimeError):
@@ -284,11 +286,21 @@ class Benchmark:
             describe_strategy(strategy),
         )  # fmt: skip
         done = {r["name"] for r in self.results["runs"]}
+        cache = BaselineCache.for_config(self.benchmark_config.baseline_cache, self.results)
         for plan in plan_runs(tasks, bool(self.benchmark_config.single_task)):
             if plan.name in done:
-                self._predictions[plan.name] = self._load_predictions(plan)
+                self._predictions[plan.name] = self._load_predictions(self.output_dir, plan)
                 continue
-            self.results["runs"].append(self._train(plan, data, precision, strategy, normalization))
+            cached = cache.get(plan) if cache and not plan.joint else None
+            if cached is not None:
+                log.info("run %s: reused from %s", plan.name, cache.folder)
+                run, self._predictions[plan.name] = cached
+                self._save_predictions(plan, self._predictions[plan.name])
+            else:
+                run = self._train(plan, data, precision, strategy, normalization)
+                if cache and not plan.joint and run["status"] == "complete":
+                    cache.put(plan, run, self._predictions[plan.name])
+            self.results["runs"].append(run)
             self._write()
         self.results["comparison"] = self._compare(tasks, data)
 
@@ -383,16 +395,15 @@ class Benchmark:
         metrics, predictions = trainer.evaluate(data.test)
         seconds = time.perf_counter() - tick
         self._predictions[plan.name] = predictions
-        path = self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **predictions)
-        os.replace(tmp, path)
+        self._save_predictions(plan, predictions)
         return seconds, metrics
 
-    def _load_predictions(self, plan: RunPlan) -> dict[str, np.ndarray]:
-        path = self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz"
+    def _save_predictions(self, plan: RunPlan, predictions: dict[str, np.ndarray]) -> None:
+        _save_npz(self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz", predictions)
+
+    @staticmethod
+    def _load_predictions(folder: Path, plan: RunPlan) -> dict[str, np.ndarray]:
+        path = folder / "checkpoints" / plan.slug / "test_predictions.npz"
         if not path.is_file():
             return {}
         with np.load(path, allow_pickle=False) as z:
@@ -467,6 +478,61 @@ class Benchmark:
     def _write(self) -> None:
         atomic_write_json(self.output_dir / "results.json", self.results)
         atomic_write_text(self.output_dir / "report.md", render_report(self.results))
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+#: What a single-task run does not depend on (besides its task, which is part of the key).
+NOT_IN_BASELINE = ("weighting", "resume", "benchmark.single_task", "benchmark.tasks",
+                   "benchmark.baseline_cache", *RESUMABLE_DIFFERENCES)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BaselineCache:
+    """Single-task runs kept under ``<cache>/<key>/``, where the key hashes everything a
+    single-task run depends on: the config without the weighting method (and without
+    :data:`NOT_IN_BASELINE`) and the versions of mtbench, TensorFlow and Keras."""
+
+    folder: Path
+
+    @classmethod
+    def for_config(cls, root: str | None, results: dict[str, Any]) -> BaselineCache | None:
+        if not root:
+            return None
+        import hashlib
+        import json
+
+        config = {
+            key: value
+            for key, value in _flatten(results["config"]).items()
+            if not key.startswith(NOT_IN_BASELINE)
+        }
+        versions = results["environment"]["versions"]
+        identity = {
+            "config": config,
+            "versions": {k: versions.get(k) for k in ("mtbench", "tensorflow", "keras")},
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return cls(Path(root).expanduser() / digest)
+
+    def get(self, plan: RunPlan) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        import json
+
+        path = self.folder / f"{plan.slug}.json"
+        if not path.is_file():
+            return None
+        run = json.loads(path.read_text()) | {"reused_from": str(self.folder)}
+        return run, Benchmark._load_predictions(self.folder, plan)
+
+    def put(self, plan: RunPlan, run: dict[str, Any], predictions: dict[str, np.ndarray]) -> None:
+        _save_npz(self.folder / "checkpoints" / plan.slug / "test_predictions.npz", predictions)
+        atomic_write_json(self.folder / f"{plan.slug}.json", run)
 
 
 def _timing(fit: FitResult) -> dict[str, Any]:

@@ -19,6 +19,7 @@ finished)::
                "time_to_target": null | {"epoch": 1, "train_seconds": 0.0, "target": {...}},
                "skipped_steps": 0,                 # non-finite steps skipped (if allowed)
                "resumed_from": null | {"epoch": 1, "batch": 0},
+               "reused_from": "<folder>",          # only for a baseline from the cache
                "history": [{"epoch": 1, "train_loss": {...}, "loss_weights": {...},
                             "val": {...}, "seconds": 0.0, "steps": 0,
                             "train_seconds_so_far": 0.0, "learning_rate": 0.0,

@@ -136,3 +136,37 @@ def test_the_same_config_and_seed_give_the_same_numbers(npz_root, tmp_path):
     env = first["environment"]
     assert env["versions"]["tensorflow"] and env["versions"]["keras"] and "git_commit" in env
     assert first["config"]["seed"] == 0 and first["config"]["dataset"]["split_seed"] == 0
+
+
+def test_baseline_cache_trains_each_single_task_run_once(npz_root, tmp_path):
+    prepare()
+    base = [
+        "+experiment=cifar100_mtl",
+        f"dataset.root={npz_root}",
+        "trainer.progress=false",
+        "trainer.epochs=1",
+        *TINY[:1],
+        "trainer.batch_size=128",
+        f"benchmark.baseline_cache={tmp_path / 'cache'}",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        ew = compose("config", overrides=base)
+        static = compose(
+            "config", overrides=[*base, "weighting=static", "+weighting.weights.coarse=2"]
+        )
+        other_seed = compose("config", overrides=[*base, "seed=1"])
+    first = Benchmark(ew, tmp_path / "ew").run()
+    second = Benchmark(static, tmp_path / "static").run()
+    singles = [r for r in second["runs"] if r["name"].startswith("single:")]
+    assert [r.get("reused_from") for r in singles] == [
+        str(next((tmp_path / "cache").iterdir()))
+    ] * 2
+    assert [r["test"] for r in singles] == [r["test"] for r in first["runs"][:2]]
+    assert "reused_from" not in second["runs"][2]  # the joint run is trained
+    assert (
+        second["comparison"]["hierarchy_consistency_single"]
+        == (first["comparison"]["hierarchy_consistency_single"])
+    )
+    third = Benchmark(other_seed, tmp_path / "seed1").run()  # another seed: its own baselines
+    assert not any("reused_from" in r for r in third["runs"])
+    assert len(list((tmp_path / "cache").iterdir())) == 2
