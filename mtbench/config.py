@@ -73,6 +73,8 @@ class TrainerConfig:
         normalize: Standardize each channel with the training split's mean and deviation.
         augment: Augmentation of training batches.
         eval_batch_size: Batch size for validation and test predictions.
+        eval_flip: Predict with the mean logits of each image and its left-right mirror
+            (test-time augmentation; for data whose labels do not change under flips).
         checkpoint_every: Save a checkpoint every this many epochs (0: never; the last and the
             best-on-validation checkpoints are kept).
         skip_nonfinite_steps: Skip (and count) steps whose loss or gradient is NaN or infinite
@@ -99,6 +101,7 @@ class TrainerConfig:
     normalize: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_batch_size: int = 1000
+    eval_flip: bool = False
     checkpoint_every: int = 1
     skip_nonfinite_steps: bool = False
     deterministic: bool = True

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+from mtbench.data import TaskHierarchy, TaskSpec
 
 
 @keras.saving.register_keras_serializable(package="mtbench")
@@ -81,3 +85,47 @@ class MultiTaskModel(keras.Model):
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
         heads = keras.saving.deserialize_keras_object(config.pop("heads"))
         return cls(backbone, heads, **config)
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under a Keras dtype policy, restoring the previous one afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_model(
+    backbone: Any,
+    head: Any,
+    tasks: Sequence[TaskSpec],
+    *,
+    hierarchy: TaskHierarchy | None = None,
+    precision: str = "float32",
+    seed: int = 0,
+    input_shape: Sequence[int] = (32, 32, 3),
+    input_dtype: str = "uint8",
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> MultiTaskModel:
+    """A built model from backbone and head plugin configs (``{"name": ..., options}`` or a
+    composed config node), initialised from ``seed`` under the ``precision`` dtype policy.
+
+    Example:
+        >>> model = build_model({"name": "seed_cnn"}, {"name": "dense"}, [TaskSpec("fine", 100)])
+    """
+    from mtbench import registry
+
+    keras.utils.set_random_seed(seed)
+    with dtype_policy(precision):
+        model = MultiTaskModel(
+            registry.build("backbone", backbone),
+            registry.build("head", head, tasks=list(tasks), hierarchy=hierarchy),
+            mean=mean,
+            std=std,
+        )
+        model(tf.zeros([1, *input_shape], tf.as_dtype(input_dtype)))
+    return model

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from mtbench import model as model_module
 from mtbench import registry
 from mtbench.config import BenchmarkConfig, TrainerConfig, check_keys, check_values
 from mtbench.data import DatasetError, DatasetSplits
@@ -44,6 +44,7 @@ from mtbench.results import (
     compare,
     environment,
     hierarchy_consistency,
+    plot_curves,
     render_report,
     summary_text,
 )
@@ -71,17 +72,6 @@ class RunPlan:
     @property
     def slug(self) -> str:
         return self.name.replace(":", "_")
-
-
-@contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Build layers under a Keras dtype policy, restoring the previous one afterwards."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 @contextmanager
@@ -117,21 +107,23 @@ def build_model(
     seed: int,
     normalization: tuple[list[float], list[float]] | None = None,
 ) -> MultiTaskModel:
-    """The backbone and heads for ``tasks``, initialised from ``seed`` under ``precision``."""
-    keras.utils.set_random_seed(seed)
-    hierarchy = data.hierarchy  # heads see it even when this run trains only one of its tasks
+    """The backbone and heads of ``cfg`` for ``tasks`` of ``data`` (see :func:`model.build_model`).
+
+    Heads see the dataset's hierarchy even when this run trains only one of its tasks.
+    """
     mean, std = normalization if normalization else (None, None)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", cfg.backbone),
-            registry.build(
-                "head", cfg.head, tasks=[data.task(t) for t in tasks], hierarchy=hierarchy
-            ),
-            mean=mean,
-            std=std,
-        )
-        model(tf.zeros([1, *data.train.x.shape[1:]], tf.as_dtype(data.train.x.dtype)))
-    return model
+    return model_module.build_model(
+        cfg.backbone,
+        cfg.head,
+        [data.task(t) for t in tasks],
+        hierarchy=data.hierarchy,
+        precision=precision,
+        seed=seed,
+        input_shape=data.train.x.shape[1:],
+        input_dtype=data.train.x.dtype.name,
+        mean=mean,
+        std=std,
+    )
 
 
 def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -478,6 +470,10 @@ class Benchmark:
     def _write(self) -> None:
         atomic_write_json(self.output_dir / "results.json", self.results)
         atomic_write_text(self.output_dir / "report.md", render_report(self.results))
+        try:
+            plot_curves(self.results, self.output_dir / "curves.png")
+        except Exception as exc:  # a plot must never cost the results
+            log.warning("could not draw curves.png: %s", exc)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -497,7 +493,8 @@ NOT_IN_BASELINE = ("weighting", "resume", "benchmark.single_task", "benchmark.ta
 class BaselineCache:
     """Single-task runs kept under ``<cache>/<key>/``, where the key hashes everything a
     single-task run depends on: the config without the weighting method (and without
-    :data:`NOT_IN_BASELINE`) and the versions of mtbench, TensorFlow and Keras."""
+    :data:`NOT_IN_BASELINE`), the versions of mtbench, TensorFlow and Keras, and the project's
+    git commit when known (uncommitted changes are not seen: clear the cache after editing)."""
 
     folder: Path
 
@@ -513,10 +510,12 @@ class BaselineCache:
             for key, value in _flatten(results["config"]).items()
             if not key.startswith(NOT_IN_BASELINE)
         }
-        versions = results["environment"]["versions"]
+        environment = results["environment"]
+        versions = environment["versions"]
         identity = {
             "config": config,
             "versions": {k: versions.get(k) for k in ("mtbench", "tensorflow", "keras")},
+            "git_commit": environment.get("git_commit"),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         return cls(Path(root).expanduser() / digest)

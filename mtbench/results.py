@@ -306,7 +306,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         "s/epoch and images/s count training steps only, from the first touch of an epoch's data "
         "to the end of its last step; tracing the step (trace s) and validation plus test "
         "(eval s) are measured apart. Peak MiB is the process's resident-memory high-water mark "
-        "during the run.",
+        "during the run. curves.png plots validation accuracy against training time.",
         "",
         "## Environment",
         "",
@@ -316,3 +316,42 @@ def render_report(results: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def plot_curves(results: Mapping[str, Any], path: Path) -> bool:
+    """Time-to-accuracy curves: each run's validation top-1 accuracy per task against its
+    training seconds (evaluation time excluded), one panel per task. Written atomically; returns
+    whether there was anything to plot."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results["runs"] if r.get("history")]
+    tasks = list(dict.fromkeys(t for r in runs for t in r["tasks"]))
+    if not tasks:
+        return False
+    figure, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for run in runs:
+            if task not in run["tasks"]:
+                continue
+            seconds = [h["train_seconds_so_far"] for h in run["history"]]
+            accuracy = [100 * h["val"][task]["accuracy"] for h in run["history"]]
+            axis.plot(seconds, accuracy, marker="o", markersize=3, label=run["name"])
+        axis.set(title=task, xlabel="training time (s)", ylabel="validation top-1 (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        Path(tmp).unlink(missing_ok=True)
+    return True

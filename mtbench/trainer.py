@@ -197,6 +197,7 @@ class Trainer:
         self._train_call: Any = None
         self._predict: Any = None
         self._epoch_started = 0.0
+        self.trace_seconds = 0.0
 
     # ------------------------------------------------------------------------------ the losses
     @property
@@ -453,11 +454,22 @@ class Trainer:
                 images, labels = next(iterator)
                 one_step(images, labels)
 
-        image_spec = tf.TensorSpec([None, *example.x.shape[1:]], tf.as_dtype(example.x.dtype))
         self._train_call = tf.function(train_call, reduce_retracing=True)
-        self._predict = tf.function(
-            lambda images: self.model(images, training=False), input_signature=[image_spec]
-        )
+        self._predict = self._make_predict(example)
+
+    def _make_predict(self, example: Split) -> Any:
+        """Logits for a batch; with ``eval_flip``, the mean of the image's and its mirror's."""
+        flip = self.config.eval_flip
+        image_spec = tf.TensorSpec([None, *example.x.shape[1:]], tf.as_dtype(example.x.dtype))
+
+        def predict(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            logits = self.model(images, training=False)
+            if not flip:
+                return logits
+            mirrored = self.model(tf.reverse(images, axis=[2]), training=False)
+            return {t: (logits[t] + mirrored[t]) / 2 for t in logits}
+
+        return tf.function(predict, input_signature=[image_spec])
 
     # ------------------------------------------------------------------------------------- fit
     def fit(self, train: Split, val: Split, resume: bool = False) -> FitResult:
@@ -476,10 +488,8 @@ class Trainer:
                 f"trainer.batch_size={config.batch_size} is larger than the training split "
                 f"({len(train)} images); lower trainer.batch_size or raise dataset.train_limit."
             )
-        augmentation = Augmentation(**asdict(config.augment))
-        batches = EpochBatches(train, self.tasks, config.batch_size, self.seed, augmentation)
+        batches = self.prepare(train)
         result = FitResult()
-        self._build(batches.steps_per_epoch, train)
         best_weights: list[np.ndarray] | None = None
         best_score, epoch, first_batch, partial_seconds = -np.inf, 1, 0, 0.0
         if resume:
@@ -489,9 +499,7 @@ class Trainer:
             best_weights = self._best_weights_on_disk()
             result.resumed_from = {"epoch": epoch, "batch": first_batch}
             log.info("%s: resuming at epoch %d, batch %d", self.name, epoch, first_batch)
-        start = time.perf_counter()
-        self._trace(batches)
-        result.trace_seconds += time.perf_counter() - start
+        result.trace_seconds += self.trace_seconds
 
         while epoch <= config.epochs and result.stopped_by == "epochs":
             if first_batch == 0:
@@ -535,6 +543,30 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
         return result
+
+    def prepare(self, train: Split) -> EpochBatches:
+        """Build the optimizer and compile the training and prediction functions for ``train``
+        (``fit`` starts with this; benchmarks call it to time steps alone). The seconds it took
+        are in ``trace_seconds``."""
+        config = self.config
+        augmentation = Augmentation(**asdict(config.augment))
+        batches = EpochBatches(train, self.tasks, config.batch_size, self.seed, augmentation)
+        self._build(batches.steps_per_epoch, train)
+        start = time.perf_counter()
+        self._trace(batches)
+        self.trace_seconds = time.perf_counter() - start
+        return batches
+
+    def train_epoch(self, batches: EpochBatches, epoch: int) -> float:
+        """Train one whole epoch of ``batches`` (after :meth:`prepare`); return its seconds."""
+        self._reset_epoch()
+        return self._train_epoch(batches, epoch, 0, FitResult())[0]
+
+    def run_steps(self, iterator: Any, count: int) -> None:
+        """Run ``count`` training steps from ``iterator`` (after :meth:`prepare`), waiting for
+        them to finish."""
+        self._train_call(iterator, tf.constant(count, tf.int64))
+        self._steps.numpy()
 
     def _trace(self, batches: EpochBatches) -> None:
         """Compile the training and prediction functions (the training clock is not running)."""
@@ -710,10 +742,7 @@ class Trainer:
     def predict(self, split: Split) -> dict[str, np.ndarray]:
         """float32 logits of every task for every image of ``split``."""
         if self._predict is None:
-            image_spec = tf.TensorSpec([None, *split.x.shape[1:]], tf.as_dtype(split.x.dtype))
-            self._predict = tf.function(
-                lambda images: self.model(images, training=False), input_signature=[image_spec]
-            )
+            self._predict = self._make_predict(split)
         outputs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         size = self.config.eval_batch_size
         for start in range(0, len(split), size):

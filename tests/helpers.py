@@ -35,23 +35,11 @@ def run_mtbench(args: list[str], cwd: Path, env: dict[str, str] | None = None, t
 
 def reference_model(precision: str = "float32", backbone: str = "seed_cnn", head: str = "dense"):
     """The reference fine/coarse model, built from seed 0 under ``precision``."""
-    import keras
-    import tensorflow as tf
-
-    from mtbench import registry
     from mtbench.data import TaskSpec
-    from mtbench.model import MultiTaskModel
-    from mtbench.protocol import dtype_policy
+    from mtbench.model import build_model
 
     tasks = [TaskSpec("fine", 100), TaskSpec("coarse", 20)]
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": backbone}),
-            registry.build("head", {"name": head}, tasks=tasks, hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
-    return model
+    return build_model({"name": backbone}, {"name": head}, tasks, precision=precision)
 
 
 def fake_distribution(site: Path, dist: str, module: str, body: str, entry: str) -> None:

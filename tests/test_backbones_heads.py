@@ -17,8 +17,7 @@ import tensorflow as tf
 
 import mtbench
 from mtbench.data import TaskHierarchy, TaskSpec
-from mtbench.model import MultiTaskModel
-from mtbench.protocol import dtype_policy
+from mtbench.model import MultiTaskModel, build_model
 from mtbench_plugins.backbones.building_blocks import FusedBatchNorm
 from mtbench_plugins.backbones.resnet import ResNet
 from mtbench_plugins.backbones.resnet9 import ResNet9
@@ -66,14 +65,7 @@ def _images(n: int = 4, seed: int = 0) -> tf.Tensor:
 
 
 def _model(backbone: dict, head: dict, precision: str = "float32") -> MultiTaskModel:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            mtbench.build_plugin("backbone", backbone),
-            mtbench.build_plugin("head", head, tasks=TASKS, hierarchy=HIERARCHY),
-        )
-        model(_images(1))
-    return model
+    return build_model(backbone, head, TASKS, hierarchy=HIERARCHY, precision=precision)
 
 
 def _train_step(model: MultiTaskModel, images: tf.Tensor) -> float:

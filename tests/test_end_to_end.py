@@ -78,6 +78,7 @@ def test_report_table_and_tensorboard_are_written(e2e_run):
     assert "| fine" in report and "| coarse" in report and "delta_m" in report
     assert "100/T" in report
     assert "delta_m =" in (e2e_run / "stdout.txt").read_text()  # the summary is printed
+    assert (e2e_run / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     for run in ("single_fine", "single_coarse", "joint"):
         events = list((e2e_run / "run" / "tensorboard" / run).glob("events.out.tfevents.*"))
         assert events, run

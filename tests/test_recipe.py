@@ -116,3 +116,15 @@ def test_normalization_standardizes_inside_the_model():
     images = tf.constant(np.full((1, 2, 2, 3), 255, np.uint8))
     np.testing.assert_allclose(normalized.preprocess(images).numpy(), 2.0)
     assert normalized.get_config()["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_eval_flip_averages_the_image_and_its_mirror(synthetic_arrays):
+    model = reference_model()
+    plain = Trainer(TrainerConfig(), model, EqualWeights(), ["fine"], precision="float32", seed=0)
+    flipped = Trainer(
+        TrainerConfig(eval_flip=True), model, EqualWeights(), ["fine"], precision="float32", seed=0
+    )
+    split = _split(synthetic_arrays, "test", 20)
+    mirror = Split(split.x[:, :, ::-1], split.y)
+    expected = (plain.predict(split)["fine"] + plain.predict(mirror)["fine"]) / 2
+    np.testing.assert_allclose(flipped.predict(split)["fine"], expected, rtol=1e-5, atol=1e-6)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,8 +21,7 @@ import mtbench
 from mtbench import registry
 from mtbench.config import TrainerConfig
 from mtbench.data import Split, TaskSpec
-from mtbench.model import MultiTaskModel
-from mtbench.protocol import dtype_policy
+from mtbench.model import MultiTaskModel, build_model
 from mtbench.trainer import Trainer
 from mtbench.weighting import Weighting
 
@@ -46,14 +44,9 @@ VARIANTS = [
 
 
 def _tiny_model() -> MultiTaskModel:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(PRECISION):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": "seed_cnn"}),
-            registry.build("head", {"name": "dense"}, tasks=list(TASKS), hierarchy=None),
-        )
-        model(tf.zeros([1, 8, 8, 3], tf.uint8))
-    return model
+    return build_model(
+        {"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=PRECISION, input_shape=(8, 8, 3)
+    )
 
 
 def _split(size: int, seed: int) -> Split:

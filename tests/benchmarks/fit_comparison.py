@@ -34,13 +34,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtbench import registry  # noqa: E402
 from mtbench.config import TrainerConfig  # noqa: E402
 from mtbench.data import Split, TaskSpec  # noqa: E402
 from mtbench.hardware import cpu_name  # noqa: E402
-from mtbench.model import MultiTaskModel  # noqa: E402
-from mtbench.pipeline import EpochBatches  # noqa: E402
-from mtbench.protocol import dtype_policy  # noqa: E402
+from mtbench.model import (  # noqa: E402
+    build_model,
+    dtype_policy,
+)
 from mtbench.trainer import Trainer  # noqa: E402
 from mtbench.weighting import EqualWeights  # noqa: E402
 
@@ -69,13 +69,7 @@ def load_images(count: int) -> Split:
 def mtbench_setup(
     data: Split, batch_size: int, precision: str, steps_per_call: int
 ) -> Callable[[], None]:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": "seed_cnn"}),
-            registry.build("head", {"name": "dense"}, tasks=TASKS, hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
+    model = build_model({"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=precision)
     config = TrainerConfig(
         batch_size=batch_size, epochs=1, progress=False, steps_per_call=steps_per_call,
         checkpoint_every=0,
@@ -83,20 +77,13 @@ def mtbench_setup(
     trainer = Trainer(
         config, model, EqualWeights(), ["fine", "coarse"], precision=precision, seed=0
     )
-    batches = EpochBatches(data, ("fine", "coarse"), batch_size, seed=0)
-    trainer._build(batches.steps_per_epoch, data)
-    trainer._trace(batches)
+    batches = trainer.prepare(data)
     epoch = iter(range(1, 10_000))
 
     def run_epoch() -> None:
-        trainer._reset_epoch()
-        trainer._train_epoch(batches, next(epoch), 0, _Result())
+        trainer.train_epoch(batches, next(epoch))
 
     return run_epoch
-
-
-class _Result:
-    train_seconds = 0.0
 
 
 def keras_model(precision: str) -> keras.Model:

@@ -28,27 +28,20 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtbench import registry  # noqa: E402
 from mtbench.data import TaskSpec  # noqa: E402
-from mtbench.model import MultiTaskModel  # noqa: E402
-from mtbench.protocol import dtype_policy  # noqa: E402
+from mtbench.model import (
+    MultiTaskModel,  # noqa: E402
+    build_model,  # noqa: E402
+)
 
 TASKS = (TaskSpec("fine", 100), TaskSpec("coarse", 20))
 
 
 def _model(precision: str) -> MultiTaskModel:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": "seed_cnn"}),
-            registry.build("head", {"name": "dense"}, tasks=list(TASKS), hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
-    return model
+    return build_model({"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=precision)
 
 
 def _vector(grad, variable) -> tf.Tensor:

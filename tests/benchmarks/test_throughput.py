@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import mtbench
-from mtbench import registry
 from mtbench.config import TrainerConfig
 from mtbench.data import Split, TaskSpec
-from mtbench.model import MultiTaskModel
+from mtbench.model import build_model
 from mtbench.pipeline import Augmentation, EpochBatches
-from mtbench.protocol import dtype_policy
 from mtbench.trainer import Trainer
 from mtbench.weighting import EqualWeights
 
@@ -37,25 +34,12 @@ def _split(count: int) -> Split:
 
 
 def _trainer(backbone: str) -> tuple[Trainer, EpochBatches]:
-    with dtype_policy(PRECISION):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": backbone}),
-            registry.build("head", {"name": "dense"}, tasks=TASKS, hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
+    model = build_model({"name": backbone}, {"name": "dense"}, TASKS, precision=PRECISION)
     config = TrainerConfig(batch_size=BATCH, epochs=1, progress=False, checkpoint_every=0)
     trainer = Trainer(
         config, model, EqualWeights(), ["fine", "coarse"], precision=PRECISION, seed=0
     )
-    data = _split(BATCH * STEPS)
-    batches = EpochBatches(data, ("fine", "coarse"), BATCH, seed=0)
-    trainer._build(batches.steps_per_epoch, data)
-    trainer._trace(batches)
-    return trainer, batches
-
-
-class _Clock:
-    train_seconds = 0.0
+    return trainer, trainer.prepare(_split(BATCH * STEPS))
 
 
 @pytest.mark.parametrize("backbone", mtbench.list_plugins("backbone"))
@@ -64,8 +48,7 @@ def test_training_step(benchmark, backbone):
     epochs = iter(range(1, 1_000_000))
 
     def epoch() -> None:
-        trainer._reset_epoch()
-        trainer._train_epoch(batches, next(epochs), 0, _Clock())
+        trainer.train_epoch(batches, next(epochs))
 
     benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)
     rate = BATCH * STEPS / benchmark.stats.stats.median

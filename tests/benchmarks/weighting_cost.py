@@ -26,7 +26,6 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -34,8 +33,10 @@ import mtbench  # noqa: E402
 from mtbench import registry  # noqa: E402
 from mtbench.config import TrainerConfig  # noqa: E402
 from mtbench.data import Split, TaskSpec  # noqa: E402
-from mtbench.model import MultiTaskModel  # noqa: E402
-from mtbench.protocol import dtype_policy  # noqa: E402
+from mtbench.model import (
+    MultiTaskModel,  # noqa: E402
+    build_model,  # noqa: E402
+)
 from mtbench.trainer import Trainer  # noqa: E402
 
 # Until pyproject.toml declares them as entry points, importing a module registers its plugins.
@@ -99,14 +100,7 @@ def methods(selected: Sequence[str] | None = None) -> list[Method]:
 
 
 def _model() -> MultiTaskModel:
-    keras.utils.set_random_seed(0)
-    with dtype_policy(PRECISION):
-        model = MultiTaskModel(
-            registry.build("backbone", {"name": "seed_cnn"}),
-            registry.build("head", {"name": "dense"}, tasks=list(TASKS), hierarchy=None),
-        )
-        model(tf.zeros([1, 32, 32, 3], tf.uint8))
-    return model
+    return build_model({"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=PRECISION)
 
 
 def _batch() -> Split:
@@ -116,11 +110,7 @@ def _batch() -> Split:
 
 
 def build_step(config: dict[str, Any], warmup: int = 3) -> Callable[[], None]:
-    """One compiled training step of the joint model with this weighting, ready to time.
-
-    This reaches into the trainer's compiled function (``_build``, ``_train_call``, ``_steps``):
-    the trainer has no public single-step entry point yet.
-    """
+    """One compiled training step of the joint model with this weighting, ready to time."""
     batch = _batch()
     trainer = Trainer(
         TrainerConfig(batch_size=BATCH_SIZE, epochs=1, progress=False, checkpoint_every=0),
@@ -130,15 +120,13 @@ def build_step(config: dict[str, Any], warmup: int = 3) -> Callable[[], None]:
         precision=PRECISION,
         seed=0,
     )
-    trainer._build(1, batch)
+    trainer.prepare(batch)
     labels = {t: tf.constant(y, tf.int64) for t, y in batch.y.items()}
     dataset = tf.data.Dataset.from_tensors((tf.constant(batch.x), labels)).repeat()
     iterator = iter(dataset)
-    one = tf.constant(1, tf.int64)
 
     def step() -> None:
-        trainer._train_call(iterator, one)
-        trainer._steps.numpy()  # reads back: the step has finished
+        trainer.run_steps(iterator, 1)
 
     for _ in range(warmup):  # the first calls trace and optimise the graph
         step()
