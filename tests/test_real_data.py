@@ -27,7 +27,7 @@ def _run(real_root, tmp_path, *overrides: str) -> dict:
 
 @pytest.mark.realdata
 def test_reference_experiment_on_a_real_subset(real_root, tmp_path):
-    results = _run(real_root, tmp_path, "trainer.epochs=1", "dataset.train_limit=10000")
+    results = _run(real_root, tmp_path, "trainer.epochs=2", "dataset.train_limit=20000")
     assert results["status"] == "complete"
     runs = {run["name"]: run for run in results["runs"]}
     assert set(runs) == {"single:fine", "single:coarse", "joint"}
