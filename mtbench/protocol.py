@@ -484,6 +484,30 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def source_fingerprint(objects: Sequence[Any]) -> str:
+    """A hash of the Python source of mtbench and of the top-level packages that define
+    ``objects`` (every ``.py`` file below each package, or the module file itself)."""
+    import hashlib
+    import importlib
+    import inspect
+
+    roots = set()
+    for obj in objects:
+        module = inspect.getmodule(obj)
+        if module is None:
+            continue
+        top = importlib.import_module(module.__name__.partition(".")[0])
+        path = Path(inspect.getfile(top)).resolve()
+        roots.add(path.parent if path.name == "__init__.py" else path)
+    digest = hashlib.sha256()
+    for root in sorted(roots):
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for file in files:
+            digest.update(str(file.relative_to(root.parent)).encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 #: What a single-task run does not depend on (besides its task, which is part of the key).
 NOT_IN_BASELINE = ("weighting", "resume", "benchmark.single_task", "benchmark.tasks",
                    "benchmark.baseline_cache", *RESUMABLE_DIFFERENCES)  # fmt: skip
@@ -493,8 +517,10 @@ NOT_IN_BASELINE = ("weighting", "resume", "benchmark.single_task", "benchmark.ta
 class BaselineCache:
     """Single-task runs kept under ``<cache>/<key>/``, where the key hashes everything a
     single-task run depends on: the config without the weighting method (and without
-    :data:`NOT_IN_BASELINE`), the versions of mtbench, TensorFlow and Keras, and the project's
-    git commit when known (uncommitted changes are not seen: clear the cache after editing)."""
+    :data:`NOT_IN_BASELINE`), the versions of mtbench, TensorFlow and Keras, and the source
+    code that trains it (:func:`source_fingerprint` of mtbench and of the packages of the
+    run's dataset, backbone and head plugins). Editing that code, committed or not, starts a
+    new key; editing tests, docs or a weighting method keeps the cached baselines."""
 
     folder: Path
 
@@ -512,10 +538,14 @@ class BaselineCache:
         }
         environment = results["environment"]
         versions = environment["versions"]
+        plugins = [
+            registry.get(kind, str(results["config"][kind]["name"])).factory
+            for kind in ("dataset", "backbone", "head")
+        ]
         identity = {
             "config": config,
             "versions": {k: versions.get(k) for k in ("mtbench", "tensorflow", "keras")},
-            "git_commit": environment.get("git_commit"),
+            "source": source_fingerprint([model_module.MultiTaskModel, *plugins]),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         return cls(Path(root).expanduser() / digest)

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from mtbench import registry
 from mtbench.cli import config_dir, prepare
-from mtbench.protocol import Benchmark
+from mtbench.protocol import Benchmark, source_fingerprint
 from mtbench.results import delta_m
 from mtbench.weighting import LossWeighting
 
@@ -137,6 +137,25 @@ def test_the_same_config_and_seed_give_the_same_numbers(npz_root, tmp_path):
     env = first["environment"]
     assert env["versions"]["tensorflow"] and env["versions"]["keras"] and "git_commit" in env
     assert first["config"]["seed"] == 0 and first["config"]["dataset"]["split_seed"] == 0
+
+
+def test_source_fingerprint_follows_the_code_not_the_docs(tmp_path, monkeypatch):
+    package = tmp_path / "fingerprinted_pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "layers.py").write_text("class Layer:\n    scale = 1\n")
+    (package / "README.md").write_text("docs")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from fingerprinted_pkg.sub.layers import Layer
+
+    first = source_fingerprint([Layer])
+    (package / "README.md").write_text("other docs")
+    assert source_fingerprint([Layer]) == first
+    (package / "__init__.py").write_text("# a comment is a change of source\n")
+    changed = source_fingerprint([Layer])
+    assert changed != first
+    assert source_fingerprint([Layer, Benchmark]) not in (first, changed)  # mtbench counts too
 
 
 def test_baseline_cache_trains_each_single_task_run_once(npz_root, tmp_path):
