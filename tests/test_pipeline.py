@@ -81,3 +81,11 @@ def test_channel_statistics_match_numpy():
 def test_augmentation_disabled_is_identity(padding):
     augment = Augmentation(crop_padding=padding)
     assert augment.enabled == bool(padding)
+
+
+def test_epoch_datasets_run_without_the_autotuner():
+    """Deleting an autotuned iterator waits for its tuning thread (10-17 s after an epoch on
+    2 cores, measured): epoch pipelines use fixed parallelism instead, and stay in order."""
+    dataset = EpochBatches(_split(), ("a",), batch_size=16, seed=1).dataset(epoch=1)
+    assert dataset.options().autotune.enabled is False
+    assert dataset.options().deterministic is not False
