@@ -3,7 +3,9 @@
 A plugin is a factory (usually a class) registered under a kind and a name, together with a
 dataclass that types its configuration. Registering a plugin also stores that dataclass in Hydra's
 ConfigStore as the option ``<kind>/<name>``, so ``weighting=static`` on the command line selects it
-and a mistyped key or a wrongly typed value fails when Hydra composes the config.
+and a mistyped key or a wrongly typed value fails when Hydra composes the config. Where mtbench's
+own ``conf/<kind>/<name>.yaml`` exists (the reference weighting methods), the dataclass is stored
+as ``schema/<kind>/<name>`` instead and that file extends it.
 
 Third-party packages register through the entry-point group ``mtbench.plugins``: each entry point
 names a module whose import registers its plugins with :func:`register`. Entry points are imported
@@ -271,10 +273,26 @@ def _schema_for(kind: str, name: str, config: type, home: str) -> type:
     return schema
 
 
+#: The config group that holds a plugin's schema when mtbench's ``conf/<kind>/<name>.yaml``
+#: exists: that file extends it (``defaults: [/schema/<kind>/<name>@_here_, _self_]``), since a
+#: file and a schema stored under one name is Hydra's deprecated automatic schema matching.
+SCHEMA_GROUP = "schema"
+
+
 def _store_schema(kind: str, name: str, schema: type) -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group=kind, name=name, node=schema, provider="mtbench.plugins")
+    group = f"{SCHEMA_GROUP}/{kind}" if _has_config_file(kind, name) else kind
+    ConfigStore.instance().store(group=group, name=name, node=schema, provider="mtbench.plugins")
+
+
+def _has_config_file(kind: str, name: str) -> bool:
+    from mtbench.cli import config_dir
+
+    try:
+        return (config_dir() / kind / f"{name}.yaml").is_file()
+    except FileNotFoundError:
+        return False
 
 
 def _as_dict(config: Any) -> dict[str, Any]:

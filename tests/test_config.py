@@ -113,6 +113,42 @@ def test_wrongly_typed_value_fails_at_compose_time(override):
     assert isinstance(info.value.__cause__, ValidationError)
 
 
+WEIGHTING_FILES = sorted(p.stem for p in (config_dir() / "weighting").glob("*.yaml"))
+
+
+def test_every_reference_weighting_has_its_config_file():
+    from mtbench import list_plugins
+
+    reference = [n for n in list_plugins("weighting") if n in set(WEIGHTING_FILES)]
+    assert WEIGHTING_FILES == reference == sorted(reference)
+    assert {"ew", "static", "uw", "pcgrad", "mgda", "nashmtl", "upgrad"} <= set(WEIGHTING_FILES)
+
+
+@pytest.mark.parametrize("name", WEIGHTING_FILES)
+def test_weighting_config_file_holds_the_plugin_defaults_and_stays_typed(name, recwarn):
+    """conf/weighting/<name>.yaml extends the plugin's dataclass: it composes to exactly the
+    dataclass's defaults (the file cannot drift from the code), without Hydra's deprecated
+    automatic schema matching, and the options stay typed."""
+    import dataclasses
+
+    from mtbench import registry
+
+    cfg = _compose(["+experiment=cifar100_mtl", f"weighting={name}"])
+    plugin = registry.get("weighting", name)
+    expected = OmegaConf.to_container(OmegaConf.structured(plugin.schema))
+    assert OmegaConf.to_container(cfg.weighting) == expected
+    assert not [w for w in recwarn if "schema" in str(w.message).lower()]
+    with pytest.raises(ConfigCompositionException):
+        _compose(["+experiment=cifar100_mtl", f"weighting={name}", "weighting.no_such_option=1"])
+    fields = [f for f in dataclasses.fields(plugin.config) if f.type in (float, "float")]
+    if fields:
+        with pytest.raises(ConfigCompositionException) as info:
+            _compose(
+                ["+experiment=cifar100_mtl", f"weighting={name}", f"weighting.{fields[0].name}=x"]
+            )
+        assert isinstance(info.value.__cause__, ValidationError)
+
+
 def test_cli_rejects_unknown_plugin_before_training(tmp_path):
     result = run_mtbench(
         ["+experiment=cifar100_mtl", "weighting=nosuch", f"hydra.run.dir={tmp_path}/run"],
