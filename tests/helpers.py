@@ -33,6 +33,27 @@ def run_mtbench(args: list[str], cwd: Path, env: dict[str, str] | None = None, t
     )
 
 
+def run_benchmark(root: Path, tmp_path: Path, *overrides: str, timeout: int = 600) -> dict:
+    """Run the reference experiment on the data in ``root`` in ``tmp_path/run`` (a subprocess);
+    check that it succeeded and return its ``results.json``."""
+    import json
+
+    result = run_mtbench(
+        [
+            "+experiment=cifar100_mtl",
+            f"dataset.root={root}",
+            "dataset.download=false",
+            "trainer.progress=false",
+            *overrides,
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "run" / "results.json").read_text())
+
+
 def reference_model(precision: str = "float32", backbone: str = "seed_cnn", head: str = "dense"):
     """The reference fine/coarse model, built from seed 0 under ``precision``."""
     from mtbench.data import TaskSpec

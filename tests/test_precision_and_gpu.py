@@ -6,11 +6,9 @@ everywhere (mixed float16 computes on a CPU too, slowly, which is enough to test
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from helpers import run_mtbench
+from helpers import run_benchmark
 
 from mtbench import hardware
 
@@ -50,21 +48,10 @@ def test_an_unknown_precision_names_the_choices():
 
 
 def _benchmark(npz_root, tmp_path, *extra: str) -> dict:
-    result = run_mtbench(
-        [
-            "+experiment=cifar100_mtl",
-            f"dataset.root={npz_root}",
-            "dataset.val_size=100",
-            "trainer.epochs=2",
-            "trainer.batch_size=64",
-            "trainer.progress=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            *extra,
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = run_benchmark(
+        npz_root, tmp_path, "dataset.val_size=100", "trainer.epochs=2", "trainer.batch_size=64",
+        *extra,
+    )  # fmt: skip
     assert results["status"] == "complete", results["error"]
     return results
 

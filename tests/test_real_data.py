@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from helpers import run_mtbench
+from helpers import run_benchmark
 
 
 def _run(real_root, tmp_path, *overrides: str) -> dict:
-    result = run_mtbench(
-        [
-            "+experiment=cifar100_mtl",
-            f"dataset.root={real_root}",
-            "dataset.download=false",
-            "trainer.progress=false",
-            *overrides,
-            f"hydra.run.dir={tmp_path}/run",
-        ],
-        cwd=tmp_path,
-        timeout=3600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((tmp_path / "run" / "results.json").read_text())
+    return run_benchmark(real_root, tmp_path, *overrides, timeout=3600)
 
 
 @pytest.mark.realdata
