@@ -32,7 +32,9 @@ def _task(cfg: Any) -> Any:
     import sys
 
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    from mtbench.data import DatasetError
     from mtbench.protocol import run_benchmark
     from mtbench.trainer import Interrupted
 
@@ -43,6 +45,13 @@ def _task(cfg: Any) -> Any:
         results = run_benchmark(cfg, Path(hydra_config.runtime.output_dir), command)
     except (Interrupted, KeyboardInterrupt):
         sys.exit(130)  # the resume command was logged
+    except DatasetError as exc:
+        if hydra_config.mode == RunMode.MULTIRUN:
+            raise  # the sweep records the failed job and goes on
+        # missing, corrupt or unreachable data: the message says what to do; a traceback
+        # through urllib or tarfile would only bury it
+        print(f"mtbench: {exc}", file=sys.stderr)
+        sys.exit(1)
     comparison = results.get("comparison") or {}
     return comparison.get("delta_m_percent")
 

@@ -485,8 +485,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def source_fingerprint(objects: Sequence[Any]) -> str:
-    """A hash of the Python source of mtbench and of the top-level packages that define
-    ``objects`` (every ``.py`` file below each package, or the module file itself)."""
+    """A hash of the Python source of the top-level packages that define ``objects`` (every
+    ``.py`` file below each package, or the module file itself)."""
     import hashlib
     import importlib
     import inspect
@@ -519,8 +519,10 @@ class BaselineCache:
     single-task run depends on: the config without the weighting method (and without
     :data:`NOT_IN_BASELINE`), the versions of mtbench, TensorFlow and Keras, and the source
     code that trains it (:func:`source_fingerprint` of mtbench and of the packages of the
-    run's dataset, backbone and head plugins). Editing that code, committed or not, starts a
-    new key; editing tests, docs or a weighting method keeps the cached baselines."""
+    run's dataset, backbone and head plugins). Editing any module of those packages, committed
+    or not, starts a new key (the reference weighting methods share ``mtbench_plugins`` with
+    the reference datasets, backbones and heads); editing tests or docs keeps the cached
+    baselines."""
 
     folder: Path
 

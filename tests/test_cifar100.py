@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import synthetic_cifar
+from helpers import run_mtbench
 
 from mtbench.data import DatasetError, stratified_split
 from mtbench_plugins.datasets.cifar100 import Cifar100
@@ -251,3 +253,20 @@ def test_real_cifar100_labels_and_sizes(real_root):
     assert raw.fine_names[4] == "beaver" and raw.coarse_names[0] == "aquatic_mammals"
     assert raw.y_train_fine[:10].tolist() == [19, 29, 0, 11, 1, 86, 90, 28, 23, 31]
     np.testing.assert_array_equal(raw.y_train_coarse, FINE_TO_COARSE[raw.y_train_fine])
+
+
+def test_the_cli_reports_missing_data_in_one_message_and_keeps_the_results_file(tmp_path):
+    result = run_mtbench(
+        [
+            "+experiment=cifar100_mtl",
+            f"dataset.root={tmp_path / 'empty'}",
+            "dataset.download=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "mtbench: " in result.stderr and "dataset.download=false" in result.stderr
+    assert "cifar-100-python.tar.gz" in result.stderr and "Traceback" not in result.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and "cifar-100-python.tar.gz" in results["error"]
