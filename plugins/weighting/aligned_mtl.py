@@ -49,10 +49,12 @@ class AlignedMTL(GradientWeighting):
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         weights = tf.reduce_sum(self.alignment(gramian(grads)), axis=1)
-        return combine(grads, weights), weights
+        return combine(grads, weights), tf.cast(weights, tf.float32)
 
     def alignment(self, gram: tf.Tensor) -> tf.Tensor:
-        """The symmetric ``[T, T]`` matrix ``B``: row t holds aligned gradient t's coefficients."""
+        """The symmetric ``[T, T]`` matrix ``B``: row t holds aligned gradient t's coefficients
+        (float64; the eigenvalues and the rank decision need the float64 Gram matrix: near the
+        threshold a float32 one rounds the smallest eigenvalue across it)."""
         num_tasks = gram.shape[0]
         eigenvalues, vectors = tf.linalg.eigh(tf.cast(gram, tf.float64))
         tolerance = tf.reduce_max(eigenvalues) * num_tasks * FLOAT32_EPSILON
@@ -69,8 +71,7 @@ class AlignedMTL(GradientWeighting):
         inverse = tf.where(kept, tf.math.rsqrt(tf.where(kept, eigenvalues, 1.0)), 0.0)
         whitening = tf.matmul(vectors * inverse[None, :], vectors, transpose_b=True)
         b = tf.sqrt(tf.maximum(sigma2, 0.0)) * whitening
-        b = tf.where(count > 0, b, tf.zeros_like(b))
-        return tf.cast(b, tf.float32)
+        return tf.where(count > 0, b, tf.zeros_like(b))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **options_of(self, AlignedMTLConfig)}

@@ -20,6 +20,9 @@ from .common import (
 from .solvers import nonnegative_qp
 
 ROUNDS = 30  # alternating rounds of the inner problem (it usually settles in under ten)
+# |g_w| below this share of the root-mean-square task-gradient norm is taken as zero: it has no
+# direction to move along (the float64 Gram matrix the dual is solved on resolves about 1e-8).
+NEGLIGIBLE = 1e-9
 
 
 @dataclass
@@ -29,10 +32,14 @@ class CAGradConfig:
         gradient; the paper uses 0.4 on NYUv2 and Cityscapes, as does the reference code).
     rescale: Divide the update by ``1 + c^2`` (1, the reference default), by ``1 + c`` (2), or
         not at all (0).
+    sum_scale: Multiply the update by the number of tasks T, as the authors' code does "to match
+        the sum loss" (its ``overwrite_grad``). Off by default, as in LibMTL: the update is then
+        on the scale of the mean gradient, 1/T of that of ``ew``'s summed losses.
     """
 
     c: float = 0.4
     rescale: int = 1
+    sum_scale: bool = False
 
 
 @register("weighting", "cagrad", config=CAGradConfig)
@@ -46,37 +53,52 @@ class CAGrad(GradientWeighting):
     then ``d = g_0 + sqrt(phi) / |g_w| g_w``, divided by ``1 + c^2`` (``rescale=1``). The logged
     weights are the coefficients of ``d`` on the task gradients (they sum to 1 when ``c = 0``).
 
-    The dual is solved in the graph: ``sqrt(q) = min_{s > 0} q / (2s) + s / 2`` turns it into
-    alternating exact quadratic programs on the simplex in ``w`` and closed-form updates of ``s``
-    (the reference code calls SciPy's SLSQP).
+    The dual is solved in the graph, in float64: ``sqrt(q) = min_{s > 0} q / (2s) + s / 2`` turns
+    it into alternating exact quadratic programs on the simplex in ``w`` and closed-form updates
+    of ``s`` (the reference code calls SciPy's SLSQP, with ``1e-8`` added under the square root).
+    ``|g_w|`` is measured on the vector ``g_w`` itself, so ``|d - g_0| = sqrt(phi)`` holds however
+    nearly the gradients cancel; where ``g_w`` vanishes (a zero task gradient, exactly opposed
+    gradients) its direction is undefined and ``d = g_0``.
+
+    Unlike the authors' code, and like LibMTL, the update is not multiplied by the number of
+    tasks unless ``sum_scale`` is set.
 
     Example:
         ``python -m mtbench weighting=cagrad weighting.c=0.5``
     """
 
-    def __init__(self, c: float = 0.4, rescale: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, c: float = 0.4, rescale: int = 1, sum_scale: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         check_range("c", c, 0.0)
         check_choice("rescale", rescale, (0, 1, 2))
-        self.c, self.rescale = float(c), int(rescale)
+        check_choice("sum_scale", sum_scale, (False, True))
+        self.c, self.rescale, self.sum_scale = float(c), int(rescale), bool(sum_scale)
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        weights = self.weights_from_gram(gramian(grads))
-        return combine(grads, weights), weights
+        coefficients = self.coefficients(grads)
+        return combine(grads, coefficients), tf.cast(coefficients, tf.float32)
 
-    def weights_from_gram(self, gram: tf.Tensor) -> tf.Tensor:
-        """The coefficients of the (rescaled) update on the task gradients."""
-        num_tasks = gram.shape[0]
-        gram = tf.cast(gram, tf.float64)
-        scale = tf.reduce_mean(tf.linalg.diag_part(gram))
-        gram = gram / tf.where(scale > 0.0, scale, 1.0)
+    def coefficients(self, grads: tf.Tensor) -> tf.Tensor:
+        """The coefficients of the (rescaled) update on the task gradients, float64 ``[T]``."""
+        num_tasks = grads.shape[0]
+        gram = gramian(grads)
+        scale = tf.reduce_mean(tf.linalg.diag_part(gram))  # mean squared gradient norm
+        scale = tf.where(scale > 0.0, scale, 1.0)
+        gram = gram / scale
         mean = tf.fill([num_tasks], tf.constant(1.0 / num_tasks, tf.float64))
         radius = self.c * tf.sqrt(tf.maximum(tf.reduce_sum(gram * mean[:, None] * mean), 0.0))
         w = dual_solution(gram, radius)
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * tf.linalg.matvec(gram, w)), 0.0))
-        coefficients = mean + radius / (norm + 1e-8) * w
+        # w'Gw cancels: take |g_w| from the vector (in the units of the normalised Gram matrix)
+        norm = tf.norm(combine(tf.cast(grads, tf.float64), w)) / tf.sqrt(scale)
+        found = norm > NEGLIGIBLE
+        step = tf.where(found, radius / tf.where(found, norm, 1.0), tf.zeros_like(norm))
+        coefficients = mean + step * w
         divisor = {0: 1.0, 1: 1.0 + self.c**2, 2: 1.0 + self.c}[self.rescale]
-        return tf.cast(coefficients / divisor, tf.float32)
+        if self.sum_scale:
+            divisor /= num_tasks
+        return coefficients / divisor
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **options_of(self, CAGradConfig)}

@@ -116,13 +116,27 @@ class SeededStream:
 
 # -------------------------------------------------------------------------------- the algebra
 def gramian(grads: tf.Tensor) -> tf.Tensor:
-    """``G[i, j] = <g_i, g_j>`` of the rows of ``grads`` ``[T, P]``."""
+    """``G[i, j] = <g_i, g_j>`` of the rows of ``grads`` ``[T, P]``, float64 ``[T, T]``.
+
+    float64 because methods read lengths of combinations from it: ``|sum_t a_t g_t|^2 = a'Ga``
+    cancels down from the size of the squared gradient norms, so a float32 Gram matrix (error
+    about ``1e-7 |g|^2``) cannot resolve a combination shorter than about ``3e-4 |g|``; float64
+    resolves about ``1e-8 |g|``. The product of two float32 numbers is exact in float64, so only
+    the sums round. Solve anything derived from it in float64 too.
+    """
+    grads = tf.cast(grads, tf.float64)
     return tf.matmul(grads, grads, transpose_b=True)
 
 
 def combine(grads: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """``sum_t weights[t] * grads[t]``, ``[P]``."""
-    return tf.linalg.matvec(grads, tf.cast(weights, grads.dtype), transpose_a=True)
+    """``sum_t weights[t] * grads[t]``, ``[P]`` in the dtype of ``grads``, accumulated in
+    float64 (with large weights on nearly cancelling gradients, as CAGrad can have, a float32
+    sum would lose the small difference that is the update).
+    """
+    total = tf.linalg.matvec(
+        tf.cast(grads, tf.float64), tf.cast(weights, tf.float64), transpose_a=True
+    )
+    return tf.cast(total, grads.dtype)
 
 
 def safe_divide(x: tf.Tensor, y: tf.Tensor, eps: float = 1e-12) -> tf.Tensor:

@@ -53,6 +53,13 @@ class FAMO(LossWeighting):
     decreases, which drives the logits, had mean/std -0.84 on the same batch but -0.01 across
     batches, so ``next_batch`` logits mostly random-walk.
 
+    Differences from the reference code: its stand-alone ``famo.py`` clips the norm of the
+    shared parameters' gradient to ``max_norm = 1.0`` after the backward pass when the shared
+    parameters are passed to ``FAMO.backward``; mtbench does not clip (a loss weighting does not
+    see gradients). In the paper's experiment scripts (``methods/weight_methods.py``) the clip
+    runs before the backward pass, on the gradients the optimizer has just zeroed, so there it
+    changes nothing. Its ``min_losses`` (0 unless set) are not subtracted here.
+
     Example:
         ``python -m mtbench weighting=famo weighting.update=next_batch``
     """

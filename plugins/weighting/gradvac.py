@@ -48,7 +48,7 @@ class GradVac(GradientWeighting):
     start at 0, where the first step is PCGrad.
 
     As in PCGrad, the updates are carried out on the coefficients of the task gradients with the
-    Gram matrix; the logged weights are each task gradient's total coefficient.
+    (float64) Gram matrix; the logged weights are each task gradient's total coefficient.
 
     Example:
         ``python -m mtbench weighting=gradvac weighting.beta=0.01``
@@ -71,18 +71,25 @@ class GradVac(GradientWeighting):
         coefficients, target = self.coefficients(gramian(grads), orders, self.target)
         self.target.assign(target)
         weights = tf.reduce_sum(coefficients, axis=0)
-        return combine(grads, weights), weights
+        return combine(grads, weights), tf.cast(weights, tf.float32)
 
     def coefficients(
         self, gram: tf.Tensor, orders: tf.Tensor, target: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """``C`` with ``g_i' = sum_k C[i, k] g_k``, and the updated targets."""
+        """``C`` with ``g_i' = sum_k C[i, k] g_k`` (float64), and the updated targets (float32).
+
+        In float64 throughout: ``|g_i'|`` is read from the Gram matrix, and after a correction
+        ``g_i'`` can be much shorter than the gradients it is made of.
+        """
         num_tasks = gram.shape[0]
-        target = tf.convert_to_tensor(target)
+        gram = tf.cast(gram, tf.float64)
+        scale = tf.reduce_mean(tf.linalg.diag_part(gram))
+        gram = gram / tf.where(scale > 0.0, scale, 1.0)  # so safe_divide's guard is relative
+        target = tf.cast(tf.convert_to_tensor(target), tf.float64)
         norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-        coefficients = tf.eye(num_tasks)
+        coefficients = tf.eye(num_tasks, dtype=tf.float64)
         for position in range(num_tasks - 1):
-            onto = tf.one_hot(orders[:, position], num_tasks)  # row i: task j
+            onto = tf.one_hot(orders[:, position], num_tasks, dtype=tf.float64)  # row i: task j
             dots = tf.reduce_sum(tf.matmul(coefficients, gram) * onto, axis=1)
             own2 = tf.einsum("ik,kl,il->i", coefficients, gram, coefficients)
             own = tf.sqrt(tf.maximum(own2, 0.0))  # |g_i'|
@@ -97,7 +104,7 @@ class GradVac(GradientWeighting):
             coefficients += tf.where(phi < phi_hat, shift, tf.zeros_like(shift))[:, None] * onto
             updated = (1.0 - self.beta) * phi_hat + self.beta * phi
             target = target + onto * (updated - phi_hat)[:, None]
-        return coefficients, target
+        return coefficients, tf.cast(target, tf.float32)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **options_of(self, GradVacConfig)}

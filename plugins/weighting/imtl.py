@@ -49,14 +49,19 @@ class IMTLG(GradientWeighting):
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         weights = imtl_weights(gramian(grads))
-        return combine(grads, weights), weights
+        return combine(grads, weights), tf.cast(weights, tf.float32)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **options_of(self, IMTLConfig)}
 
 
 def imtl_weights(gram: tf.Tensor) -> tf.Tensor:
-    """``G^+ n / sum(G^+ n)``; zeros if that sum vanishes (every gradient is zero)."""
+    """``G^+ n / sum(G^+ n)``, float64; zeros if that sum vanishes (every gradient is zero).
+
+    In float64: for nearly parallel gradients ``G`` is ill-conditioned (its smallest eigenvalues
+    are about the squared angles between them); a float32 Gram matrix moved the weights by 3% at
+    angles of about 1e-3 and by 40% at 3e-4.
+    """
     gram = tf.cast(gram, tf.float64)
     scale = tf.reduce_mean(tf.linalg.diag_part(gram))
     gram = gram / tf.where(scale > 0.0, scale, 1.0)
@@ -64,5 +69,4 @@ def imtl_weights(gram: tf.Tensor) -> tf.Tensor:
     v = tf.linalg.matvec(tf.linalg.pinv(gram), norms)
     total = tf.reduce_sum(v)
     ok = tf.abs(total) > 1e-12
-    weights = tf.where(ok, v / tf.where(ok, total, 1.0), tf.zeros_like(v))
-    return tf.cast(weights, tf.float32)
+    return tf.where(ok, v / tf.where(ok, total, 1.0), tf.zeros_like(v))

@@ -65,6 +65,8 @@ class MGDA(GradientWeighting):
         return combine(grads, weights), weights
 
     def _scale(self, gram: tf.Tensor, losses: tf.Tensor) -> tf.Tensor:
+        """float64 ``[T]``, like the Gram matrix."""
+        losses = tf.cast(losses, tf.float64)
         norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
         scale = {
             "none": tf.ones_like(losses),

@@ -42,8 +42,8 @@ class PCGrad(GradientWeighting):
     is removed, so afterwards ``<g_i^PC, g_j> = 0``). The update is ``sum_i g_i^PC``.
 
     Every ``g_i^PC`` is a combination of the task gradients, so the projections are carried out
-    on the ``[T, T]`` coefficients with the Gram matrix and the update is one weighted sum; the
-    logged weights are each task gradient's total coefficient.
+    on the ``[T, T]`` coefficients with the (float64) Gram matrix and the update is one weighted
+    sum; the logged weights are each task gradient's total coefficient.
 
     Example:
         ``python -m mtbench weighting=pcgrad weighting.seed=0``
@@ -64,12 +64,17 @@ class PCGrad(GradientWeighting):
         return tf.argsort(keys, axis=1)[:, :-1]  # the task itself sorts last
 
     def coefficients(self, gram: tf.Tensor, orders: tf.Tensor) -> tf.Tensor:
-        """``C`` with ``g_i^PC = sum_k C[i, k] g_k``, given the Gram matrix and the orders."""
+        """``C`` with ``g_i^PC = sum_k C[i, k] g_k`` (float64), given the Gram matrix and the
+        orders. In float64: after a projection ``g_i^PC`` can nearly cancel, and its dot products
+        are read from the Gram matrix."""
         num_tasks = gram.shape[0]
+        gram = tf.cast(gram, tf.float64)
+        scale = tf.reduce_mean(tf.linalg.diag_part(gram))
+        gram = gram / tf.where(scale > 0.0, scale, 1.0)  # so safe_divide's guard is relative
         norms2 = tf.linalg.diag_part(gram)
-        coefficients = tf.eye(num_tasks)
+        coefficients = tf.eye(num_tasks, dtype=tf.float64)
         for position in range(num_tasks - 1):
-            onto = tf.one_hot(orders[:, position], num_tasks)  # row i: task j
+            onto = tf.one_hot(orders[:, position], num_tasks, dtype=tf.float64)  # row i: task j
             dots = tf.reduce_sum(tf.matmul(coefficients, gram) * onto, axis=1)  # <g_i^PC, g_j>
             squared = tf.reduce_sum(onto * norms2[None, :], axis=1)  # |g_j|^2
             shift = tf.where(dots < 0.0, safe_divide(dots, squared), tf.zeros_like(dots))
@@ -80,7 +85,8 @@ class PCGrad(GradientWeighting):
         """The projected gradients ``g_i^PC``, ``[T, P]`` (random orders unless given)."""
         num_tasks = grads.shape[0]
         orders = self.random_orders(num_tasks) if orders is None else orders
-        return tf.matmul(self.coefficients(gramian(grads), orders), grads)
+        coefficients = self.coefficients(gramian(grads), orders)
+        return tf.cast(tf.matmul(coefficients, tf.cast(grads, tf.float64)), grads.dtype)
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         num_tasks = grads.shape[0]
@@ -88,7 +94,7 @@ class PCGrad(GradientWeighting):
         weights = tf.reduce_sum(coefficients, axis=0)
         if self.reduction == "mean":
             weights /= num_tasks
-        return combine(grads, weights), weights
+        return combine(grads, weights), tf.cast(weights, tf.float32)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **options_of(self, PCGradConfig)}
