@@ -8,13 +8,13 @@ and checked by shape on restore. The file holds no pickled objects: the progress
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mtbench.io import atomic_save_npz
 
 FORMAT = "mtbench.checkpoint/1"
 
@@ -31,17 +31,7 @@ def save(path: Path, groups: Mapping[str, Sequence[Any]], progress: Mapping[str,
         for i, variable in enumerate(variables)
     }
     meta = json.dumps({"format": FORMAT, "progress": progress}, allow_nan=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __meta__=np.array(meta), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_npz(path, {"__meta__": np.array(meta), **arrays})
 
 
 def load(path: Path) -> tuple[dict[str, list[np.ndarray]], dict[str, Any]]:

@@ -108,13 +108,19 @@ class Dataset(Protocol):
     def load(self) -> DatasetSplits: ...
 
 
-def _allocate(counts: np.ndarray, size: int) -> np.ndarray:
-    """Split ``size`` over classes in proportion to ``counts`` (largest remainder)."""
+def _allocate(counts: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Split ``size`` over classes in proportion to ``counts`` (largest remainder).
+
+    Classes whose remainders tie (all of them, when the classes are balanced and ``size`` is not
+    a multiple of their number) get the extra examples in an order drawn from ``rng``, not by
+    class index, so a subset smaller than the number of classes samples classes from the whole
+    range. ``rng`` is used only when there are extra examples to hand out.
+    """
     exact = counts * (size / counts.sum())
     quota = np.floor(exact).astype(np.int64)
     remainder = size - int(quota.sum())
     if remainder:
-        order = np.lexsort((np.arange(len(counts)), -(exact - quota)))
+        order = np.lexsort((rng.permutation(len(counts)), -(exact - quota)))
         quota[order[:remainder]] += 1
     return np.minimum(quota, counts)
 
@@ -122,14 +128,19 @@ def _allocate(counts: np.ndarray, size: int) -> np.ndarray:
 def stratified_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Pick ``size`` indices with the class proportions of ``labels``.
 
-    Returns ``(picked, rest)``, both sorted. The same labels, size and seed give the same split.
+    Each class gets its share rounded down, and the examples left over go to the classes with the
+    largest remainders, ties broken at random (seeded by ``seed``): class counts differ from the
+    exact proportions by less than one. Returns ``(picked, rest)``, both sorted. The same labels,
+    size and seed give the same split.
     """
     labels = np.asarray(labels)
     n = len(labels)
     if not 0 <= size <= n:
         raise DatasetError(f"cannot pick {size} of {n} examples")
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    quota = _allocate(counts, size)
+    # a generator of its own, so that the examples drawn within each class stay those of a split
+    # without ties to break
+    quota = _allocate(counts, size, np.random.default_rng([seed, 1]))
     rng = np.random.default_rng(seed)
     picked = []
     for c in range(len(classes)):

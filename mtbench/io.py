@@ -7,13 +7,15 @@ import io
 import json
 import os
 import pickle
+import secrets
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from mtbench.data import DatasetError
 
@@ -149,24 +151,64 @@ def load_restricted_pickle(path: Path) -> Any:
         ) from exc
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see either the old complete file or the new one."""
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a new file beside ``path``, then rename it to ``path``: readers see
+    either the old complete file or the new one.
+
+    The file is created with mode ``0o666`` less the umask, as ``open`` creates files (a
+    ``tempfile.mkstemp`` file would be ``0o600`` whatever the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - a 48-bit name drawn twice
+            continue
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write_text`)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) so that readers see either the old complete file or the new one.
+
+    The file gets the mode any new file of the user gets (``0o666`` less the umask).
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def atomic_save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Save ``arrays`` uncompressed with ``np.savez`` to ``path`` (the name is kept as given, no
+    ``.npz`` is added), atomically (see :func:`atomic_write_text`).
+
+    Raises:
+        ValueError: for an array of Python objects (it would be pickled; the files mtbench
+            writes load with ``np.load(allow_pickle=False)``).
+    """
+    plain = {name: np.asarray(value) for name, value in arrays.items()}
+    pickled = sorted(name for name, value in plain.items() if value.dtype.hasobject)
+    if pickled:
+        raise ValueError(f"cannot save {path}: the arrays {pickled} hold Python objects")
+    _atomic_write(path, lambda f: np.savez(f, **plain))
 
 
 class _NoProgress:

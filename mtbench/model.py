@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -87,6 +88,24 @@ class MultiTaskModel(keras.Model):
         return cls(backbone, heads, **config)
 
 
+def task_seed(seed: int | None, task: str, part: str) -> int | None:
+    """The initialiser seed of one part of one task's head: a function of the run's ``seed``,
+    the task's name and the part's name only (``None`` without a seed).
+
+    A head plugin that seeds each layer of task ``t`` with ``task_seed(seed, t, layer)`` starts
+    ``t``'s layers from the same weights in the single-task run of ``t`` and in the joint run,
+    whatever the other tasks and their order. Keras's unseeded initialisers draw their seeds in
+    the order the layers are created, which differs between those runs.
+
+    Example:
+        >>> keras.layers.Dense(100, kernel_initializer=keras.initializers.GlorotUniform(
+        ...     seed=task_seed(0, "fine", "logits")))
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{int(seed)}/{task}/{part}".encode()) & 0x7FFFFFFF
+
+
 @contextmanager
 def dtype_policy(name: str) -> Iterator[None]:
     """Build layers under a Keras dtype policy, restoring the previous one afterwards."""
@@ -114,18 +133,38 @@ def build_model(
     """A built model from backbone and head plugin configs (``{"name": ..., options}`` or a
     composed config node), initialised from ``seed`` under the ``precision`` dtype policy.
 
+    The backbone is created first, from the global random state that ``seed`` sets, so its
+    weights do not depend on the tasks. The head gets ``seed`` too and derives each task's
+    initialisers from it and the task's name (:func:`task_seed`), so a task's head starts the
+    same in a single-task and a joint model.
+
     Example:
         >>> model = build_model({"name": "seed_cnn"}, {"name": "dense"}, [TaskSpec("fine", 100)])
     """
     from mtbench import registry
 
     keras.utils.set_random_seed(seed)
+    head_extra: dict[str, Any] = {"tasks": list(tasks), "hierarchy": hierarchy}
+    head_name = head["name"] if isinstance(head, dict) else head.name
+    if _accepts(registry.get("head", str(head_name)).factory, "seed"):
+        head_extra["seed"] = seed  # heads written before `seed` existed keep working
     with dtype_policy(precision):
         model = MultiTaskModel(
             registry.build("backbone", backbone),
-            registry.build("head", head, tasks=list(tasks), hierarchy=hierarchy),
+            registry.build("head", head, **head_extra),
             mean=mean,
             std=std,
         )
         model(tf.zeros([1, *input_shape], tf.as_dtype(input_dtype)))
     return model
+
+
+def _accepts(factory: Any, argument: str) -> bool:
+    """Whether ``factory`` declares the parameter ``argument`` (``**kwargs`` does not count: a
+    Keras layer's refuses keywords it does not know)."""
+    import inspect
+
+    try:
+        return argument in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False

@@ -9,6 +9,7 @@ import keras
 
 from mtbench import register
 from mtbench.data import TaskHierarchy, TaskSpec
+from mtbench.model import task_seed
 
 
 @register("head", "dense")
@@ -19,6 +20,8 @@ class DenseHeads(keras.layers.Layer):
     Args:
         tasks: The tasks to predict (``TaskSpec`` or its ``get_config()`` dict).
         hierarchy: Unused; accepted because every head plugin is offered the dataset's hierarchy.
+        seed: Seeds each task's classifier from this and the task's name (see
+            :func:`mtbench.model.task_seed`); ``None``: Keras's unseeded initialisers.
 
     Example:
         >>> heads = DenseHeads(tasks=[TaskSpec("fine", 100), TaskSpec("coarse", 20)])
@@ -30,13 +33,20 @@ class DenseHeads(keras.layers.Layer):
         self,
         tasks: Sequence[TaskSpec | Mapping[str, Any]],
         hierarchy: TaskHierarchy | None = None,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tasks = [TaskSpec.coerce(t) for t in tasks]
+        self.seed = None if seed is None else int(seed)
         self.classifiers = {
             t.name: keras.layers.Dense(
-                t.num_classes, name=f"{t.name}_logits", dtype=self.dtype_policy
+                t.num_classes,
+                kernel_initializer=keras.initializers.GlorotUniform(
+                    task_seed(self.seed, t.name, "logits")
+                ),
+                name=f"{t.name}_logits",
+                dtype=self.dtype_policy,
             )
             for t in self.tasks
         }
@@ -51,5 +61,5 @@ class DenseHeads(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["tasks"] = [t.get_config() for t in self.tasks]
+        config.update(tasks=[t.get_config() for t in self.tasks], seed=self.seed)
         return config

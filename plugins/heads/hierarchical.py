@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from mtbench import register
 from mtbench.data import TaskHierarchy, TaskSpec
+from mtbench.model import task_seed
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class HierarchicalHeads(keras.layers.Layer):
         hierarchy: The dataset's ``TaskHierarchy`` (or its ``get_config()`` form: a dict with
             ``child``, ``parent`` and ``parent_of`` as a list), or ``None``.
         mix: Weight of the parent's own classifier, in ``[0, 1]``.
+        seed: Seeds each task's classifier from this and the task's name (see
+            :func:`mtbench.model.task_seed`), as ``dense`` does: the child's classifier, and the
+            parent's own one, start as in a single-task run. ``None``: Keras's unseeded
+            initialisers.
 
     Example:
         >>> hierarchy = TaskHierarchy("fine", "coarse", np.array([0, 0, 1, 1, 1]))
@@ -73,12 +78,14 @@ class HierarchicalHeads(keras.layers.Layer):
         tasks: Sequence[TaskSpec | Mapping[str, Any]],
         hierarchy: TaskHierarchy | Mapping[str, Any] | None = None,
         mix: float = 0.0,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tasks = [TaskSpec.coerce(t) for t in tasks]
         self.hierarchy = _coerce_hierarchy(hierarchy)
         self.mix = float(mix)
+        self.seed = None if seed is None else int(seed)
         if not 0.0 <= self.mix <= 1.0:
             raise ValueError(f"head.mix={mix} must be in [0, 1]")
         if self.hierarchy is None:
@@ -103,7 +110,12 @@ class HierarchicalHeads(keras.layers.Layer):
         derived_only = self._linked.parent if self._linked and self.mix == 0.0 else None
         self.classifiers = {
             t.name: keras.layers.Dense(
-                t.num_classes, name=f"{t.name}_logits", dtype=self.dtype_policy
+                t.num_classes,
+                kernel_initializer=keras.initializers.GlorotUniform(
+                    task_seed(self.seed, t.name, "logits")
+                ),
+                name=f"{t.name}_logits",
+                dtype=self.dtype_policy,
             )
             for t in self.tasks
             if t.name != derived_only
@@ -151,6 +163,7 @@ class HierarchicalHeads(keras.layers.Layer):
                 "parent_of": [int(p) for p in h.parent_of],
             },
             mix=self.mix,
+            seed=self.seed,
         )
         return config
 

@@ -10,6 +10,7 @@ import keras
 
 from mtbench import register
 from mtbench.data import TaskHierarchy, TaskSpec
+from mtbench.model import task_seed
 
 
 @dataclass
@@ -41,6 +42,9 @@ class MLPHeads(keras.layers.Layer):
         activation: Keras activation of the hidden layers.
         dropout: Dropout rate after each hidden layer, in ``[0, 1)``.
         hierarchy: Unused; accepted because every head plugin is offered the dataset's hierarchy.
+        seed: Seeds each layer of a task's tower (initialisers and dropout) from this, the task's
+            name and the layer (see :func:`mtbench.model.task_seed`); ``None``: Keras's unseeded
+            initialisers and dropout.
 
     Example:
         >>> heads = MLPHeads(tasks=[TaskSpec("fine", 100)], hidden_units=[512, 256])
@@ -55,10 +59,12 @@ class MLPHeads(keras.layers.Layer):
         activation: str = "relu",
         dropout: float = 0.0,
         hierarchy: TaskHierarchy | None = None,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tasks = [TaskSpec.coerce(t) for t in tasks]
+        self.seed = None if seed is None else int(seed)
         self.hidden_units = [int(units) for units in hidden_units]
         self.activation = activation
         self.dropout = float(dropout)
@@ -77,19 +83,37 @@ class MLPHeads(keras.layers.Layer):
     def _tower(self, task: TaskSpec) -> list[keras.layers.Layer]:
         layers: list[keras.layers.Layer] = []
         dtype = self.dtype_policy  # sublayers keep it when a saved model is reloaded
+
+        def seed(part: str) -> int | None:
+            return task_seed(self.seed, task.name, part)
+
         for index, units in enumerate(self.hidden_units, start=1):
             layers.append(
                 keras.layers.Dense(
-                    units, activation=self.activation, name=f"{task.name}_{index}", dtype=dtype
+                    units,
+                    activation=self.activation,
+                    kernel_initializer=keras.initializers.GlorotUniform(seed(f"hidden{index}")),
+                    name=f"{task.name}_{index}",
+                    dtype=dtype,
                 )
             )
             if self.dropout > 0:
                 layers.append(
                     keras.layers.Dropout(
-                        self.dropout, name=f"{task.name}_dropout{index}", dtype=dtype
+                        self.dropout,
+                        seed=seed(f"dropout{index}"),
+                        name=f"{task.name}_dropout{index}",
+                        dtype=dtype,
                     )
                 )
-        layers.append(keras.layers.Dense(task.num_classes, name=f"{task.name}_logits", dtype=dtype))
+        layers.append(
+            keras.layers.Dense(
+                task.num_classes,
+                kernel_initializer=keras.initializers.GlorotUniform(seed("logits")),
+                name=f"{task.name}_logits",
+                dtype=dtype,
+            )
+        )
         return layers
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
@@ -116,5 +140,6 @@ class MLPHeads(keras.layers.Layer):
             hidden_units=self.hidden_units,
             activation=self.activation,
             dropout=self.dropout,
+            seed=self.seed,
         )
         return config
