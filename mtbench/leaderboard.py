@@ -3,11 +3,30 @@
 A *run directory* is a Hydra job directory holding ``results.json`` (schema
 ``mtbench.results/1``) and ``.hydra/``. Runs are grouped by their *configuration*: the resolved
 config of ``results.json`` without the keys in :data:`NOT_IDENTITY` (the seed, and options that say
-where data lives or how progress is shown, which do not change what is trained). For each
-configuration the leaderboard gives, over its seeds, the mean, the sample standard deviation and a
-95% Student-t confidence interval of every task's test accuracy (joint and single-task), of delta_m
-and of the joint run's seconds per epoch. Runs that failed, are still running or cannot be read
-are listed apart and never enter a statistic.
+where data lives or how progress is shown, which do not change what is trained), with
+``trainer.precision`` replaced by the precision the run actually used and the machine's
+``device_class`` added, where ``results.json`` records them (``resolved``): runs in float32 and in
+bfloat16, or on two kinds of hardware, never pool into one row. For each configuration the
+leaderboard gives, over its seeds, the mean, the sample standard deviation and a 95% Student-t
+confidence interval of every task's test accuracy (joint and single-task), of delta_m, of the joint
+run's seconds per epoch (load-dependent) and of the load-robust joint/single-task step-cost ratio.
+
+Rows with at least two seeds of delta_m are ranked by its mean; the others are listed after them,
+``1 seed: not ranked``. Baselines are shared per seed, so rows are also compared *paired*: each
+row against its *reference row*, seed by seed (the difference of delta_m and of each task's joint
+accuracy on every seed both rows have), as the mean difference with its Student-t interval over
+those seeds (``n/a`` with fewer than two). The reference of a row is the row whose config has the
+reference value (default ``weighting.name=ew``) and is otherwise equal, except for the options of
+the plugin the reference names (for ``weighting.name``: every ``weighting.*`` key). ``--reference
+KEY=VALUE`` (repeatable) chooses another, e.g. ``--reference weighting.name=static``; a ``KEY``
+that does not end in ``.name`` frees only that key (``--reference trainer.learning_rate=0.001``).
+
+Runs that failed, are still running or cannot be read are listed apart and never enter a
+statistic. A directory without ``results.json`` is such a failed run only when it is a multirun
+job (Hydra's ``hydra.mode`` is ``MULTIRUN``, or a folder above it holds ``multirun.yaml``); a
+single run's directory without it never started a benchmark (a config refused before training,
+the folder of a ``resume=`` invocation) and is skipped, with a count in the notes. Runs whose
+machine load was flagged (``load.flagged`` in ``results.json``) are marked, with the reasons.
 
 Files written into the output folder (each atomically): ``leaderboard.md``, ``leaderboard.csv``,
 ``accuracy_vs_time.png`` and ``single_vs_joint.png``.
@@ -16,6 +35,7 @@ Usage::
 
     python -m mtbench.leaderboard outputs/multirun/2026-01-01/10-00-00
     python -m mtbench.leaderboard SWEEP_A SWEEP_B --out comparison/
+    python -m mtbench.leaderboard SWEEP --reference weighting.name=static
 """
 
 from __future__ import annotations
@@ -52,12 +72,20 @@ NOT_IDENTITY: tuple[str, ...] = (
     "trainer.progress",
     "benchmark.baseline_cache",
 )
+#: The default reference row of the paired comparison: ``KEY=VALUE`` as on the command line.
+DEFAULT_REFERENCE: tuple[str, ...] = ("weighting.name=ew",)
+#: Where ``results.json``'s ``resolved`` record enters a configuration's identity.
+RESOLVED_IDENTITY: dict[str, str] = {
+    "precision": "trainer.precision",
+    "device_class": "device_class",
+}
 CONFIDENCE = 0.95
 MARKDOWN = "leaderboard.md"
 CSV = "leaderboard.csv"
 TIME_PLOT = "accuracy_vs_time.png"
 SINGLE_JOINT_PLOT = "single_vs_joint.png"
 _ABSENT = "–"  # a key this row's configuration does not have
+AXIS_START = 0.0  # plots' accuracy (%) and time (s) axes start here: no exaggerated distances
 
 
 class LeaderboardError(Exception):
@@ -108,12 +136,15 @@ class Run:
     single: dict[str, float]  # task -> single-task model's test top-1 accuracy, %
     delta_m: float | None  # %
     seconds_per_epoch: float | None  # joint run, mean over its epochs
+    cost_ratio: float | None  # joint step / sum of single-task steps, interleaved in one process
     train_seconds: float | None  # joint run, all epochs
     git_commit: str | None
     device: str | None
     finished: float  # mtime of results.json, to pick the newest of duplicate seeds
     parallel_jobs: int  # the launcher's n_jobs (1: one job at a time; -1: one per CPU)
     failed_parts: tuple[FailedRun, ...] = ()  # training runs of this benchmark that failed
+    load_recorded: bool = False  # results.json has a ``load`` record for its runs
+    load_flags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (training run, reasons) flagged
 
 
 @dataclass(frozen=True)
@@ -163,6 +194,32 @@ def _walk_runs(root: Path) -> Iterator[Path]:
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
 
 
+def started_a_benchmark(path: Path) -> bool:
+    """Whether a run directory belongs in the leaderboard: it holds ``results.json``, or it is a
+    multirun job (which Hydra started as one of a sweep's benchmarks, so a missing
+    ``results.json`` means that job failed early). A single run's directory without
+    ``results.json`` never started a benchmark: a config refused before training, or the folder
+    Hydra made for a ``resume=`` invocation that wrote into the resumed run's directory."""
+    if (path / "results.json").is_file():
+        return True
+    mode = _hydra_mode(path)
+    if mode is not None:
+        return mode == "MULTIRUN"
+    # Hydra before 1.2 records no mode; a sweep directory holds multirun.yaml above its jobs
+    return any((folder / "multirun.yaml").is_file() for folder in path.resolve().parents)
+
+
+def _hydra_mode(path: Path) -> str | None:
+    """``hydra.mode`` (``RUN`` or ``MULTIRUN``) from the job's ``.hydra/hydra.yaml``, if any."""
+    from omegaconf import OmegaConf
+
+    try:
+        mode = OmegaConf.load(path / ".hydra" / "hydra.yaml").hydra.get("mode")
+    except Exception:  # no or unreadable record: the caller looks for the sweep's file instead
+        return None
+    return str(mode).rsplit(".", 1)[-1].upper() if mode is not None else None
+
+
 def read_run(path: Path) -> Run | FailedRun:
     """Read one run directory; anything but a complete, readable run is a :class:`FailedRun`."""
     results_file = path / "results.json"
@@ -184,7 +241,8 @@ def read_run(path: Path) -> Run | FailedRun:
         config = results["config"]
         if status != "complete":
             error = results.get("error") or _UNFINISHED.get(status, f"status {status!r}")
-            return FailedRun(path, status, error, _seed(config), overrides, _identity(config))
+            identity = _identity(config, results.get("resolved"))
+            return FailedRun(path, status, error, _seed(config), overrides, identity)
         return _complete_run(path, results, results_file.stat().st_mtime)
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         config = _read_hydra_config(path)
@@ -205,7 +263,7 @@ def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Ru
     """The numbers of a complete benchmark; a training run in it that failed (a non-finite loss,
     ``test`` null) contributes none and is kept in ``failed_parts``."""
     config = results["config"]
-    identity = _identity(config) or {}
+    identity = _identity(config, results.get("resolved")) or {}
     runs, failed_parts = {}, []
     for run in results["runs"]:
         if run.get("status", "complete") == "complete" and run.get("test") is not None:
@@ -227,6 +285,13 @@ def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Ru
     }
     timing = joint_run["timing"] if joint_run else {}
     epochs = timing.get("epoch_seconds") or []
+    comparison = results.get("comparison") or {}
+    loads = {run["name"]: run["load"] for run in results["runs"] if run.get("load")}
+    flags = tuple(
+        (name, tuple(str(r) for r in load.get("reasons") or ()))
+        for name, load in loads.items()
+        if load.get("flagged")
+    )
     return Run(
         path=path,
         seed=_seed(config),
@@ -234,14 +299,17 @@ def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Ru
         tasks=tasks,
         joint=joint,
         single=single,
-        delta_m=(results.get("comparison") or {}).get("delta_m_percent"),
+        delta_m=comparison.get("delta_m_percent"),
         seconds_per_epoch=float(np.mean(epochs)) if epochs else None,
+        cost_ratio=(comparison.get("cost") or {}).get("joint_over_singles"),
         train_seconds=timing.get("train_seconds"),
         git_commit=(results.get("environment") or {}).get("git_commit"),
         device=joint_run.get("device") if joint_run else None,
         finished=finished,
         parallel_jobs=_parallel_jobs(path),
         failed_parts=tuple(failed_parts),
+        load_recorded=bool(loads),
+        load_flags=flags,
     )
 
 
@@ -296,10 +364,20 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _identity(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _identity(
+    config: Mapping[str, Any] | None, resolved: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The config without :data:`NOT_IDENTITY`; with ``results.json``'s ``resolved`` record, the
+    precision actually used replaces ``trainer.precision`` (``auto`` says nothing about it) and
+    the ``device_class`` is added (see :data:`RESOLVED_IDENTITY`)."""
     if not isinstance(config, Mapping):
         return None
-    return {k: v for k, v in _flatten(config).items() if k not in NOT_IDENTITY}
+    identity = {k: v for k, v in _flatten(config).items() if k not in NOT_IDENTITY}
+    if isinstance(resolved, Mapping):
+        for field_name, key in RESOLVED_IDENTITY.items():
+            if resolved.get(field_name) is not None:
+                identity[key] = resolved[field_name]
+    return identity
 
 
 def _key(identity: Mapping[str, Any]) -> str:
@@ -309,12 +387,18 @@ def _key(identity: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ leaderboard
 @dataclass
 class Row:
-    """One configuration: its complete runs (one per seed) and what was left out of them."""
+    """One configuration: its complete runs (one per seed) and what was left out of them.
+
+    ``rank`` is ``None`` for a row that is not ranked, and ``not_ranked`` says why (fewer than two
+    seeds of delta_m: its mean alone says nothing about how it compares).
+    """
 
     identity: dict[str, Any]
     runs: list[Run]
     duplicates: list[Run] = field(default_factory=list)  # same seed again; not counted
     failed: list[FailedRun] = field(default_factory=list)
+    rank: int | None = None
+    not_ranked: str | None = None
 
     @property
     def seeds(self) -> list[int | None]:
@@ -322,6 +406,11 @@ class Row:
 
     def stat(self, metric: Metric) -> Stat:
         return summarize([v for r in self.runs if (v := metric.value(r)) is not None])
+
+    @property
+    def load_flagged(self) -> list[Run]:
+        """Its counted runs with a training run whose machine load was flagged."""
+        return [r for r in self.runs if r.load_flags]
 
 
 @dataclass(frozen=True)
@@ -338,15 +427,83 @@ class Metric:
         return value.get(self.task) if self.task is not None else value
 
 
+@dataclass(frozen=True)
+class Reference:
+    """Which row every row is compared with, seed by seed: the row whose config has ``values``
+    (``KEY=VALUE`` as typed) and otherwise equals it, except for the keys that the choice frees.
+
+    A key ending in ``.name`` picks a plugin and frees its options too (``weighting.name=ew``
+    frees every ``weighting.*`` key); any other key frees only itself.
+    """
+
+    values: dict[str, str]
+
+    @classmethod
+    def parse(cls, specs: Sequence[str]) -> Reference:
+        values = {}
+        for spec in specs:
+            key, sep, value = spec.partition("=")
+            if not sep or not key.strip():
+                raise LeaderboardError(f"--reference {spec!r}: expected KEY=VALUE")
+            values[key.strip()] = value.strip()
+        if not values:
+            raise LeaderboardError("--reference: give at least one KEY=VALUE")
+        return cls(values)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+    def frees(self, key: str) -> bool:
+        return any(
+            key == k or (k.endswith(".name") and key.startswith(k[: -len("name")]))
+            for k in self.values
+        )
+
+    def chosen_by(self, identity: Mapping[str, Any]) -> bool:
+        """Whether ``identity`` has every reference value (typed text or the value it parses to)."""
+        import yaml
+
+        def same(value: Any, text: str) -> bool:
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError:
+                parsed = text
+            return value == parsed or _cell(value) == text
+
+        return all(k in identity and same(identity[k], v) for k, v in self.values.items())
+
+    def rest(self, identity: Mapping[str, Any]) -> str:
+        """The identity without the keys the reference frees: equal for paired rows."""
+        return _key({k: v for k, v in identity.items() if not self.frees(k)})
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A row against its reference row on the seeds both have (see :class:`Reference`).
+
+    ``reference`` is the reference row's index, ``None`` when there is none (``why`` says so);
+    ``differences`` maps a metric's CSV column to the statistics of row minus reference over
+    ``seeds``. The row that is its own reference has ``why == "reference"``.
+    """
+
+    reference: int | None
+    why: str
+    seeds: tuple[int, ...] = ()
+    differences: dict[str, Stat] = field(default_factory=dict)
+
+
 @dataclass
 class Leaderboard:
-    """Rows sorted by mean delta_m (highest first), the failed runs, and what tells rows apart."""
+    """Ranked rows first (by mean delta_m, highest first), then rows that are not ranked; the
+    failed runs, what tells rows apart, and the directories skipped as never started."""
 
     rows: list[Row]
     failed: list[FailedRun]
     tasks: list[str]
     varying: list[str]
     sources: list[Path]
+    reference: Reference = field(default_factory=lambda: Reference.parse(DEFAULT_REFERENCE))
+    skipped: list[Path] = field(default_factory=list)
 
     @property
     def metrics(self) -> list[Metric]:
@@ -359,10 +516,49 @@ class Leaderboard:
         metrics = [
             *per_task,
             Metric("delta_m %", "delta_m_pct", "delta_m"),
-            Metric("s/epoch (joint)", "joint_seconds_per_epoch", "seconds_per_epoch"),
+            Metric(
+                "s/epoch (joint; load-dependent)", "joint_seconds_per_epoch", "seconds_per_epoch"
+            ),
+            Metric(
+                "joint/singles step cost (load-robust)", "joint_over_singles_cost", "cost_ratio"
+            ),
         ]
         runs = [run for row in self.rows for run in row.runs]
         return [m for m in metrics if any(m.value(run) is not None for run in runs)]
+
+    @property
+    def paired_metrics(self) -> list[Metric]:
+        """What is compared seed by seed with the reference row: delta_m and joint accuracies."""
+        compared = [m for m in self.metrics if m.attribute in ("delta_m", "joint")]
+        return sorted(compared, key=lambda m: m.attribute != "delta_m")  # delta_m first
+
+    def paired(self, index: int) -> Paired:
+        """Row ``index`` minus its reference row, per seed both have, summarized over the seeds."""
+        row = self.rows[index]
+        if self.reference.chosen_by(row.identity):
+            return Paired(index, "reference")
+        rest = self.reference.rest(row.identity)
+        candidates = [
+            i
+            for i, other in enumerate(self.rows)
+            if self.reference.chosen_by(other.identity)
+            and self.reference.rest(other.identity) == rest
+        ]
+        if not candidates:
+            return Paired(None, "no reference row")
+        if len(candidates) > 1:  # e.g. static rows with different weights: which one is unclear
+            return Paired(None, f"{len(candidates)} reference rows")
+        (ref,) = candidates
+        mine = {r.seed: r for r in row.runs if r.seed is not None}
+        theirs = {r.seed: r for r in self.rows[ref].runs if r.seed is not None}
+        seeds = tuple(sorted(set(mine) & set(theirs)))
+        differences = {}
+        for metric in self.paired_metrics:
+            pairs = [(metric.value(mine[s]), metric.value(theirs[s])) for s in seeds]
+            differences[metric.column] = summarize(
+                [a - b for a, b in pairs if a is not None and b is not None]
+            )
+        return Paired(ref, "", seeds, differences)
 
     @property
     def shared(self) -> dict[str, Any]:
@@ -372,35 +568,75 @@ class Leaderboard:
         return {k: v for k, v in self.rows[0].identity.items() if k not in self.varying}
 
     def label(self, index: int) -> str:
-        """``#1 weighting.name=ew``: the row's rank and its values of the varying keys."""
-        row = self.rows[index]
-        values = ", ".join(f"{k}={_cell(row.identity.get(k, _ABSENT))}" for k in self.varying)
+        """``#1 weighting=ew, trainer.learning_rate=0.01``: the row's number and its values of
+        the varying keys (a plugin's name and options in one, see :func:`_columns`)."""
+        values = _describe(self.rows[index].identity, self.columns)
         return f"#{index + 1}" + (f" {values}" if values else "")
 
+    @property
+    def columns(self) -> list[Column]:
+        """The Markdown columns of the varying keys (see :func:`_columns`)."""
+        return _columns(self.varying, [row.identity for row in self.rows])
 
-def build(paths: Iterable[Path]) -> Leaderboard:
+
+def build(paths: Iterable[Path], reference: Sequence[str] = DEFAULT_REFERENCE) -> Leaderboard:
     """Read every run under ``paths`` (sweep or run directories) and group them by configuration.
 
+    ``reference``: ``KEY=VALUE`` choices of the reference row of the paired comparison (see
+    :class:`Reference`).
+
     Raises:
-        LeaderboardError: see :func:`find_run_dirs`.
+        LeaderboardError: see :func:`find_run_dirs`; also when every directory found is a single
+            run that never started a benchmark, or a reference is not ``KEY=VALUE``.
     """
     sources = [Path(p) for p in paths]
+    chosen = Reference.parse(reference)
     complete: list[Run] = []
     failed: list[FailedRun] = []
+    skipped: list[Path] = []
     for path in find_run_dirs(sources):
+        if not started_a_benchmark(path):
+            skipped.append(path)
+            continue
         run = read_run(path)
         if isinstance(run, Run):
             complete.append(run)
             failed.extend(run.failed_parts)
         else:
             failed.append(run)
+    if not complete and not failed:
+        raise LeaderboardError(
+            "no runs found under " + ", ".join(str(s) for s in sources) + f": the {len(skipped)} "
+            "run director(y/ies) found are single runs without results.json, which never started "
+            "a benchmark"
+        )
     rows = _group(complete)
-    by_key = {_key(row.identity): row for row in rows}
     for run in failed:
-        if run.identity is not None and _key(run.identity) in by_key:
-            by_key[_key(run.identity)].failed.append(run)
+        index = _row_of(run.identity, rows)
+        if index is not None:
+            rows[index].failed.append(run)
     tasks = list(dict.fromkeys(t for run in complete for t in run.tasks))
-    return Leaderboard(rows, failed, tasks, _varying([r.identity for r in rows]), sources)
+    varying = _varying([r.identity for r in rows])
+    return Leaderboard(rows, failed, tasks, varying, sources, chosen, skipped)
+
+
+def _row_of(identity: Mapping[str, Any] | None, rows: Sequence[Row]) -> int | None:
+    """The index of the row a failed run belongs to: the row of its identity. A run that failed
+    before recording the precision and machine it resolved (no ``device_class``: only its Hydra
+    config was read) belongs to the one row equal to it apart from those keys, if only one is."""
+    if identity is None:
+        return None
+    keys = [_key(row.identity) for row in rows]
+    if _key(identity) in keys:
+        return keys.index(_key(identity))
+    if RESOLVED_IDENTITY["device_class"] in identity:
+        return None
+
+    def unresolved(other: Mapping[str, Any]) -> str:
+        return _key({k: v for k, v in other.items() if k not in RESOLVED_IDENTITY.values()})
+
+    matches = [i for i, row in enumerate(rows) if unresolved(row.identity) == unresolved(identity)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _group(runs: list[Run]) -> list[Row]:
@@ -409,6 +645,9 @@ def _group(runs: list[Run]) -> list[Row]:
         groups.setdefault(_key(run.identity), []).append(run)
     rows = [_row(group) for group in groups.values()]
     rows.sort(key=_rank_key)
+    ranked = [row for row in rows if row.not_ranked is None]
+    for rank, row in enumerate(ranked, start=1):
+        row.rank = rank
     return rows
 
 
@@ -419,12 +658,57 @@ def _row(runs: list[Run]) -> Row:
         newest[run.seed] = run
     kept = sorted(newest.values(), key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
     duplicates = [r for r in runs if r not in kept]
-    return Row(dict(runs[0].identity), kept, duplicates)
+    row = Row(dict(runs[0].identity), kept, duplicates)
+    seeds_with_delta_m = summarize([r.delta_m for r in kept if r.delta_m is not None]).n
+    if len(kept) < 2:
+        row.not_ranked = "1 seed: not ranked"
+    elif seeds_with_delta_m < 2:
+        row.not_ranked = f"delta_m of {seeds_with_delta_m} seed(s): not ranked"
+    return row
 
 
-def _rank_key(row: Row) -> tuple[bool, float, str]:
+def _rank_key(row: Row) -> tuple[bool, bool, float, str]:
     mean = summarize([r.delta_m for r in row.runs if r.delta_m is not None]).mean
-    return (mean is None, -(mean or 0.0), _key(row.identity))
+    return (row.not_ranked is not None, mean is None, -(mean or 0.0), _key(row.identity))
+
+
+#: A Markdown column: its header and the identity keys it shows.
+Column = tuple[str, tuple[str, ...]]
+
+
+def _columns(keys: Sequence[str], identities: Sequence[Mapping[str, Any]]) -> list[Column]:
+    """One column per varying key, except that a plugin's name and options (``weighting.name``,
+    ``weighting.reduction``...) share one column named after the plugin kind, so a sweep over
+    many methods does not get a mostly empty column per option (see :func:`_column_cell`)."""
+    plugins = {
+        k.split(".")[0] for i in identities for k in i if k.count(".") == 1 and k.endswith(".name")
+    }
+    columns: dict[str, list[str]] = {}
+    for key in keys:
+        group = key.split(".")[0]
+        header = group if "." in key and group in plugins else key
+        columns.setdefault(header, []).append(key)
+    return [(header, tuple(members)) for header, members in columns.items()]
+
+
+def _column_cell(identity: Mapping[str, Any], column: Column) -> str:
+    """A plugin column: ``pcgrad(reduction=sum)``, the name with its options that differ between
+    rows (those this configuration has); any other column: the key's value."""
+    header, members = column
+    if header in members:  # one key
+        return _cell(identity.get(header, _ABSENT))
+    name = _cell(identity.get(f"{header}.name", _ABSENT))
+    options = [
+        f"{k[len(header) + 1 :]}={_cell(identity[k])}"
+        for k in members
+        if k != f"{header}.name" and k in identity
+    ]
+    return name + (f"({', '.join(options)})" if options else "")
+
+
+def _describe(identity: Mapping[str, Any], columns: Sequence[Column]) -> str:
+    """``weighting=pcgrad(reduction=sum), trainer.learning_rate=0.01``."""
+    return ", ".join(f"{header}={_column_cell(identity, (header, m))}" for header, m in columns)
 
 
 def _varying(identities: list[dict[str, Any]]) -> list[str]:
@@ -475,19 +759,73 @@ def _where(path: Path, out_dir: Path) -> str:
     return os.path.relpath(path, out_dir.resolve())
 
 
+def format_difference(stat: Stat, digits: int = 2) -> str:
+    """``+mean [ci_low, ci_high]`` of paired differences; ``n/a`` with fewer than two pairs."""
+    if stat.mean is None or stat.ci_low is None or stat.ci_high is None:
+        return "n/a" + (" (1 paired seed)" if stat.n == 1 else "")
+    return f"{stat.mean:+.{digits}f} [{stat.ci_low:+.{digits}f}, {stat.ci_high:+.{digits}f}]"
+
+
+def _rank_cell(row: Row) -> str:
+    return str(row.rank) if row.rank is not None else str(row.not_ranked)
+
+
+def _has_load(board: Leaderboard) -> bool:
+    return any(run.load_recorded for row in board.rows for run in row.runs)
+
+
+def _load_cell(row: Row) -> str:
+    """``flagged: seed 0, 2`` (see the notes), ``ok``, or ``n/a`` where nothing was recorded."""
+    flagged = row.load_flagged
+    if flagged:
+        return "flagged: seed " + ", ".join(str(r.seed) for r in flagged)
+    recorded = sum(r.load_recorded for r in row.runs)
+    if not recorded:
+        return "n/a"
+    return "ok" if recorded == len(row.runs) else f"ok ({recorded} of {len(row.runs)} recorded)"
+
+
 def main_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    """The leaderboard's Markdown table: rank, varying keys, seeds, one column per metric."""
-    with_failed = bool(board.failed)
-    headers = ["#", *board.varying, "seeds", *(["failed"] if with_failed else [])]
+    """The leaderboard's Markdown table: row number, rank, varying keys, seeds, one column per
+    metric."""
+    with_failed, with_load = bool(board.failed), _has_load(board)
+    columns = board.columns
+    headers = ["#", "rank", *(c[0] for c in columns), "seeds"]
+    headers += ["failed"] if with_failed else []
+    headers += ["load"] if with_load else []
     headers += [m.label for m in board.metrics] + ["seed values"]
     rows = []
     for index, row in enumerate(board.rows):
-        cells = [str(index + 1), *(_cell(row.identity.get(k, _ABSENT)) for k in board.varying)]
+        cells = [str(index + 1), _rank_cell(row)]
+        cells += [_column_cell(row.identity, c) for c in columns]
         cells.append(str(len(row.runs)))
         if with_failed:
             cells.append(str(len(row.failed)))
+        if with_load:
+            cells.append(_load_cell(row))
         cells += [format_stat(row.stat(m), len(row.runs)) for m in board.metrics]
         cells.append(", ".join(str(s) for s in row.seeds))
+        rows.append(cells)
+    return headers, rows
+
+
+def paired_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """Each row minus its reference row, seed by seed: reference, paired seeds, differences."""
+    metrics = board.paired_metrics
+    columns = board.columns
+    headers = ["#", *(c[0] for c in columns), "reference", "paired seeds"]
+    headers += [f"Δ {m.label}" for m in metrics]
+    rows = []
+    for index, row in enumerate(board.rows):
+        paired = board.paired(index)
+        cells = [str(index + 1), *(_column_cell(row.identity, c) for c in columns)]
+        if paired.why == "reference":
+            cells += ["this row", "–", *("–" for _ in metrics)]
+        elif paired.reference is None:
+            cells += [paired.why, "–", *("n/a" for _ in metrics)]
+        else:
+            cells += [f"#{paired.reference + 1}", ", ".join(map(str, paired.seeds)) or "none"]
+            cells += [format_difference(paired.differences[m.column]) for m in metrics]
         rows.append(cells)
     return headers, rows
 
@@ -495,22 +833,22 @@ def main_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 def failed_table(board: Leaderboard, out_dir: Path) -> tuple[list[str], list[list[str]]]:
     """The failed runs: where, why, and which configuration (the row it belongs to, if any)."""
     known = [r.identity for r in board.failed if r.identity is not None]
-    keys = _varying([row.identity for row in board.rows] + known)
-    rank = {_key(row.identity): index + 1 for index, row in enumerate(board.rows)}
+    identities = [row.identity for row in board.rows] + known
+    columns = _columns(_varying(identities), identities)
     headers = ["run", "seed", "status", "row", "configuration", "error"]
     rows = []
     for run in board.failed:
         if run.identity is None:  # no readable config: Hydra's overrides say what was asked
             config = " ".join(f"`{o}`" for o in run.overrides) or "unknown"
         else:
-            config = ", ".join(f"{k}={_cell(run.identity.get(k, _ABSENT))}" for k in keys)
-        row = rank.get(_key(run.identity)) if run.identity is not None else None
+            config = _describe(run.identity, columns)
+        index = _row_of(run.identity, board.rows)
         rows.append(
             [
                 f"`{_where(run.path, out_dir)}`" + (f" ({run.part})" if run.part else ""),
                 "n/a" if run.seed is None else str(run.seed),
                 run.status,
-                "–" if row is None else f"#{row}",
+                "–" if index is None else f"#{index + 1}",
                 config or "–",
                 _one_line(run.error),
             ]
@@ -541,14 +879,36 @@ def render_markdown(board: Leaderboard, out_dir: Path, plots: Sequence[str] = ()
         "",
         "## Ranking",
         "",
-        "Sorted by mean delta_m (highest first); rows whose intervals overlap are not "
-        "distinguished by these seeds. Each cell is **mean ± standard deviation [95% confidence "
-        "interval]** over the row's seeds; with one seed the standard deviation and the interval "
-        "are undefined (`± n/a [undefined]`), not zero. `(n=k)`: only k seeds have this number.",
+        "Ranked by mean delta_m (highest first). A row with fewer than two seeds of delta_m is "
+        "not ranked (`1 seed: not ranked`) and is listed after the ranked rows: one value says "
+        "nothing about the spread between seeds. `#` numbers the rows for the sections below. "
+        "Each cell is **mean ± standard deviation [95% confidence interval]** over the row's "
+        "seeds; with one seed the standard deviation and the interval are undefined "
+        "(`± n/a [undefined]`), not zero. `(n=k)`: only k seeds have this number. These "
+        "intervals are per row (unpaired); rows share their baselines per seed, so compare "
+        "rows with the paired differences below, which are sharper. "
+        "s/epoch is wall-clock time and depends on the machine's load; the joint/singles step "
+        "cost is the load-robust cost figure.",
         "",
         _markdown_table(main_table(board)),
         "",
     ]
+    if board.rows and board.paired_metrics:
+        lines += [
+            "## Paired differences to the reference",
+            "",
+            f"Reference of each row: the row with `{board.reference}` whose config is otherwise "
+            "the same (except "
+            + ", ".join(f"`{k}`" for k in _freed(board.reference))
+            + "). Each cell is the **mean difference row − reference [95% confidence interval]**"
+            " over the seeds both rows have (delta_m in points of delta_m, accuracies in "
+            "percentage points); `n/a` with fewer than two paired seeds. An interval that "
+            "excludes 0 separates the two rows on these seeds. Choose another reference with "
+            "`python -m mtbench.leaderboard DIR --reference KEY=VALUE`.",
+            "",
+            _markdown_table(paired_table(board)),
+            "",
+        ]
     lines += _notes(board, out_dir)
     if board.failed:
         headers, rows = failed_table(board, out_dir)
@@ -570,9 +930,31 @@ def render_markdown(board: Leaderboard, out_dir: Path, plots: Sequence[str] = ()
     return "\n".join(lines)
 
 
+def _freed(reference: Reference) -> list[str]:
+    """How the keys a reference frees are written in the text: ``weighting.*`` for a plugin."""
+    return [k[: -len("name")] + "*" if k.endswith(".name") else k for k in reference.values]
+
+
 def _notes(board: Leaderboard, out_dir: Path) -> list[str]:
     notes = []
+    if board.skipped:
+        shown = ", ".join(f"`{_where(p, out_dir)}`" for p in board.skipped[:10])
+        more = f" and {len(board.skipped) - 10} more" if len(board.skipped) > 10 else ""
+        notes.append(
+            f"- {len(board.skipped)} single-run director(y/ies) without results.json skipped: "
+            "they never started a benchmark (a config refused before training, or the folder of "
+            f"a `resume=` invocation, which writes into the resumed run's folder): {shown}{more}."
+        )
     for index, row in enumerate(board.rows):
+        for run in row.load_flagged:
+            reasons = "; ".join(
+                f"{part}: {', '.join(why) or 'no reason recorded'}" for part, why in run.load_flags
+            )
+            notes.append(
+                f"- #{index + 1}: machine load flagged in `{_where(run.path, out_dir)}` (seed "
+                f"{run.seed}; {reasons}): its wall-clock times, s/epoch included, are not a clean "
+                "measurement; the joint/singles step cost is measured load-robustly."
+            )
         for run in row.duplicates:
             notes.append(
                 f"- #{index + 1}: `{_where(run.path, out_dir)}` repeats seed {run.seed}; the most "
@@ -604,8 +986,14 @@ def _configuration_section(board: Leaderboard) -> list[str]:
         + ", ".join(f"`{k}`" for k in NOT_IDENTITY)
         + " (the seed varies within a row; the others say where a run resumed from, where data "
         "is read from, how often checkpoints are saved or how progress is shown, not what is "
-        "trained). The columns left of `seeds` are the keys whose "
-        f"values differ between rows (`{_ABSENT}`: the row's config has no such key). "
+        "trained). Where results.json records them (`resolved`), `trainer.precision` is the "
+        "precision the run actually used (not `auto`) and `device_class` the kind of machine: "
+        "runs that differ in either are different rows. The columns left of `seeds` are the "
+        "keys whose "
+        f"values differ between rows (`{_ABSENT}`: the row's config has no such key); a "
+        "plugin's name and those of its options that differ share one column named after the "
+        "plugin kind, e.g. `weighting`: `pcgrad(reduction=sum)` (the CSV keeps one column per "
+        "key). "
         "Shared by every row:",
         "",
         "```yaml",
@@ -623,39 +1011,90 @@ def _formulas() -> list[str]:
         "epoch; `joint` is the multitask model, `single` the single-task baseline of that task.",
         "- **delta_m**: computed per run, then summarized over seeds: " + DELTA_M_FORMULA + ".",
         "- **s/epoch (joint)**: the joint run's training wall-clock seconds per epoch (training "
-        "steps only; tracing and evaluation are timed apart), averaged over its epochs.",
+        "steps only; tracing and evaluation are timed apart), averaged over its epochs. "
+        "Load-dependent: it grows with whatever else the machine runs (see `load`); compare it "
+        "only between runs trained one at a time on the same hardware.",
+        "- **joint/singles step cost**: `comparison.cost.joint_over_singles` of results.json = "
+        "median seconds per training step of the joint model / Σ_t median seconds per step of "
+        "the single-task model of task t, measured with their steps interleaved in one process "
+        "so that machine load slows both sides alike (load-robust); summarized over seeds like "
+        "every number. Below 1: one joint model trains faster than all single-task models.",
+        "- **load**: `flagged: seed k` when a training run of that seed was flagged in "
+        "results.json (`load.flagged`: its process got a small share of the CPU, "
+        "cpu_share = process CPU seconds / (wall seconds · usable cores), or a share unlike its "
+        "sibling runs'); the run directories and reasons are in the notes. `n/a`: not recorded.",
+        "- **paired difference** to the reference row: d_s = x_row,s − x_reference,s for every "
+        "seed s both rows have, then the mean and interval below over the n paired seeds.",
+        "- **rank**: by mean delta_m over at least two seeds; other rows are not ranked.",
         "- **mean** over the n seeds: x̄ = (1/n) Σ x_i.",
         "- **standard deviation** (sample, n - 1): s = sqrt(Σ (x_i - x̄)² / (n - 1)).",
         f"- **{CONFIDENCE:.0%} confidence interval** of the mean (Student t): "
         "x̄ ± t(0.975, n - 1) · s / √n, with the t quantile from `scipy.stats.t.ppf`; "
         "undefined for n = 1.",
         f"- **Plots**: `{TIME_PLOT}`: joint test accuracy against the joint run's total training "
-        f"seconds; `{SINGLE_JOINT_PLOT}`: joint against single-task test accuracy (above the "
-        "diagonal, the joint model is better). Small markers: one seed each; large markers: the "
-        "mean over the row's seeds (its intervals are in the table).",
+        f"seconds (load-dependent); `{SINGLE_JOINT_PLOT}`: joint against single-task test "
+        "accuracy (above the diagonal, the joint model is better). Small markers: one seed each; "
+        "large markers: the mean over the row's seeds, with error bars of its "
+        f"{CONFIDENCE:.0%} confidence interval in both directions (none with one seed). "
+        f"Accuracy and time axes start at {AXIS_START:g}, so distances are not exaggerated.",
         "",
     ]
 
 
 def render_csv(board: Leaderboard) -> str:
-    """``leaderboard.csv``: one row per configuration; undefined statistics are empty cells."""
+    """``leaderboard.csv``: one row per configuration; undefined statistics are empty cells.
+
+    ``row`` numbers the rows; ``rank`` is empty for a row that is not ranked (``not_ranked``
+    says why). ``<metric>_diff_vs_ref_*``: the paired differences to the row ``reference_row``
+    (empty with fewer than two paired seeds; ``paired_note`` says why there are none).
+    Numbers are rounded to 6 decimals, so no float noise such as ``14.299999999999999``.
+    """
     stats = ("mean", "std", "ci95_low", "ci95_high", "n")
-    header = ["rank", *board.varying, "n_seeds", "seeds", "n_failed"]
-    header += [f"{m.column}_{s}" for m in board.metrics for s in stats] + ["run_dirs"]
+    diffs = ("mean", "ci95_low", "ci95_high", "n")
+    paired_metrics = board.paired_metrics
+    header = ["row", "rank", "not_ranked", *board.varying, "n_seeds", "seeds", "n_failed"]
+    header += ["load_flagged", "load_flagged_seeds"]
+    header += [f"{m.column}_{s}" for m in board.metrics for s in stats]
+    header += ["reference_row", "paired_note", "paired_seeds"]
+    header += [f"{m.column}_diff_vs_ref_{s}" for m in paired_metrics for s in diffs]
+    header += ["run_dirs"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for index, row in enumerate(board.rows):
-        record: list[Any] = [index + 1]
+        record: list[Any] = [index + 1, "" if row.rank is None else row.rank, row.not_ranked or ""]
         record += [_csv_value(row.identity.get(k)) for k in board.varying]
         record += [len(row.runs), " ".join(str(s) for s in row.seeds), len(row.failed)]
+        recorded = any(r.load_recorded for r in row.runs)
+        record += [
+            str(bool(row.load_flagged)).lower() if recorded else "",
+            " ".join(str(r.seed) for r in row.load_flagged),
+        ]
         for metric in board.metrics:
             s = row.stat(metric)
-            record += ["" if v is None else v for v in (s.mean, s.std, s.ci_low, s.ci_high)]
+            record += [_csv_number(v) for v in (s.mean, s.std, s.ci_low, s.ci_high)]
             record.append(s.n)
+        paired = board.paired(index)
+        record += [
+            "" if paired.reference is None else paired.reference + 1,
+            paired.why,
+            " ".join(map(str, paired.seeds)),
+        ]
+        for metric in paired_metrics:
+            d = paired.differences.get(metric.column)
+            if d is None or d.ci_low is None:  # fewer than two pairs: no interval, no number
+                record += ["", "", "", 0 if d is None else d.n]
+            else:
+                record += [_csv_number(d.mean), _csv_number(d.ci_low), _csv_number(d.ci_high), d.n]
         record.append(";".join(str(r.path) for r in row.runs))
         writer.writerow(record)
     return buffer.getvalue()
+
+
+def _csv_number(value: float | None) -> float | str:
+    """Rounded to 6 decimals (written in its shortest form: ``14.3``, not ``14.299999999999999``);
+    empty when undefined."""
+    return "" if value is None else round(float(value), 6)
 
 
 def _csv_value(value: Any) -> Any:
@@ -678,7 +1117,8 @@ def _figure(columns: int) -> tuple[Any, Any]:
 
 
 def _scatter_rows(ax: Any, board: Leaderboard, x: Metric, y: Metric) -> None:
-    """Per row: one small marker per seed and a large marker at the mean of its seeds."""
+    """Per row: one small marker per seed and a large marker at the mean of its seeds, with
+    error bars of the confidence interval of each coordinate's mean (none with one seed)."""
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"]
@@ -689,9 +1129,15 @@ def _scatter_rows(ax: Any, board: Leaderboard, x: Metric, y: Metric) -> None:
             continue
         color, marker = colors(index % 10), _MARKERS[index % len(_MARKERS)]
         ax.scatter(points[:, 0], points[:, 1], s=20, color=color, marker=marker, alpha=0.5)
-        mean_x, mean_y = points.mean(axis=0)
+        x_stat, y_stat = summarize(points[:, 0]), summarize(points[:, 1])
+        if x_stat.ci_high is not None and y_stat.ci_high is not None:
+            ax.errorbar(
+                [x_stat.mean], [y_stat.mean], xerr=[x_stat.ci_high - x_stat.mean],
+                yerr=[y_stat.ci_high - y_stat.mean], fmt="none", ecolor=color, capsize=3,
+                linewidth=1, zorder=2,
+            )  # fmt: skip
         ax.scatter(
-            [mean_x], [mean_y], s=110, color=color, marker=marker, edgecolors="black",
+            [x_stat.mean], [y_stat.mean], s=110, color=color, marker=marker, edgecolors="black",
             label=board.label(index), zorder=3,
         )  # fmt: skip
 
@@ -723,10 +1169,12 @@ def plot_accuracy_vs_time(board: Leaderboard) -> Any | None:
     time = Metric("", "", "train_seconds")
     for ax, task in zip(axes, tasks, strict=True):
         _scatter_rows(ax, board, time, Metric("", "", "joint", task))
+        ax.set(xlim=_from_start(ax.dataLim.x1), ylim=_from_start(ax.dataLim.y1))
         ax.set(
-            title=f"{task}: accuracy against training time",
-            xlabel="joint training time (s, training steps only)",
-            ylabel="joint test top-1 accuracy (%)",
+            title=f"{task}: accuracy against training time\n(error bars: {CONFIDENCE:.0%} CI over "
+            "seeds; axes start at 0)",
+            xlabel="joint training time (s, from 0; steps only, load-dependent)",
+            ylabel="joint test top-1 accuracy (%, axis from 0)",
         )
         ax.grid(alpha=0.3)
     _legend(figure, axes)
@@ -744,9 +1192,10 @@ def plot_single_vs_joint(board: Leaderboard) -> Any | None:
         low, high = _shared_limits(ax)
         ax.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=1)
         ax.set(
-            title=f"{task}: single-task against joint",
-            xlabel="single-task test top-1 accuracy (%)",
-            ylabel="joint test top-1 accuracy (%)",
+            title=f"{task}: single-task against joint\n(error bars: {CONFIDENCE:.0%} CI over "
+            "seeds; axes start at 0)",
+            xlabel="single-task test top-1 accuracy (%, axis from 0)",
+            ylabel="joint test top-1 accuracy (%, axis from 0)",
             xlim=(low, high),
             ylim=(low, high),
             aspect="equal",
@@ -757,10 +1206,14 @@ def plot_single_vs_joint(board: Leaderboard) -> Any | None:
 
 
 def _shared_limits(ax: Any) -> tuple[float, float]:
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    low, high = min(x0, y0), max(x1, y1)
-    pad = 0.05 * (high - low)
-    return low - pad, high + pad
+    """One range for both axes, from :data:`AXIS_START` to a little above the highest point."""
+    return _from_start(max(ax.dataLim.x1, ax.dataLim.y1))
+
+
+def _from_start(high: float) -> tuple[float, float]:
+    """An axis from :data:`AXIS_START` to 5 % above ``high`` (the data's highest value or bar)."""
+    span = high - AXIS_START if np.isfinite(high) and high > AXIS_START else 1.0
+    return AXIS_START, AXIS_START + 1.05 * span
 
 
 def atomic_save_figure(figure: Any, path: Path) -> None:
@@ -797,15 +1250,18 @@ def write(board: Leaderboard, out_dir: Path) -> list[Path]:
     return [out_dir / MARKDOWN, out_dir / CSV, *written]
 
 
-def write_leaderboard(paths: Iterable[Path], out_dir: Path) -> Leaderboard:
-    """Build the leaderboard of every run under ``paths`` and write it into ``out_dir``."""
-    board = build(paths)
+def write_leaderboard(
+    paths: Iterable[Path], out_dir: Path, reference: Sequence[str] = DEFAULT_REFERENCE
+) -> Leaderboard:
+    """Build the leaderboard of every run under ``paths`` and write it into ``out_dir``
+    (``reference``: see :func:`build`)."""
+    board = build(paths, reference)
     write(board, out_dir)
     return board
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mtbench.leaderboard DIR [DIR ...] [--out OUT]``."""
+    """``python -m mtbench.leaderboard DIR [DIR ...] [--out OUT] [--reference KEY=VALUE ...]``."""
     parser = argparse.ArgumentParser(
         prog="python -m mtbench.leaderboard",
         description="Rebuild a leaderboard from sweep or run directories (searched recursively "
@@ -815,12 +1271,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="output folder (default: DIR when exactly one DIR is given)"
     )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        metavar="KEY=VALUE",
+        help="the reference row of the paired comparison: the row with this config value and "
+        "otherwise the same config (a KEY ending in .name also frees that plugin's options); "
+        "repeat to give several (default: weighting.name=ew)",
+    )
     args = parser.parse_args(argv)
     if args.out is None and len(args.dirs) > 1:
         parser.error("give --out when combining several directories")
     out = args.out if args.out is not None else args.dirs[0]
     try:
-        board = write_leaderboard(args.dirs, out)
+        board = write_leaderboard(args.dirs, out, args.reference or DEFAULT_REFERENCE)
     except (LeaderboardError, OSError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     runs = sum(len(r.runs) for r in board.rows)
@@ -831,6 +1295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in board.failed:
         where = f"{run.path} ({run.part})" if run.part else str(run.path)
         print(f"not counted: {where}, {run.status}: {_one_line(run.error, 200)}", file=sys.stderr)
+    for path in board.skipped:
+        print(f"skipped: {path}, a single run without results.json", file=sys.stderr)
     return 0
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import atexit
 import csv
 import importlib.util
+import io
 import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from omegaconf import OmegaConf
 
 from mtbench import leaderboard
 from mtbench.callbacks import LeaderboardCallback
-from mtbench.leaderboard import build, main, summarize, write_leaderboard
+from mtbench.leaderboard import LeaderboardError, build, main, summarize, write_leaderboard
 from mtbench.results import SCHEMA, compare, delta_m
 
 # Student t quantiles t(0.975, df), from a printed table.
@@ -89,6 +91,21 @@ def write_hydra_dir(path: Path, config: dict) -> Path:
     overrides = [f"weighting={config['weighting']['name']}", f"seed={config['seed']}"]
     OmegaConf.save(OmegaConf.create(overrides), path / ".hydra" / "overrides.yaml")
     return path
+
+
+def write_hydra_mode(path: Path, mode: str) -> Path:
+    """``.hydra/hydra.yaml`` as Hydra writes it, reduced to ``hydra.mode`` (RUN or MULTIRUN)."""
+    (path / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"mode": mode}}), path / ".hydra" / "hydra.yaml")
+    return path
+
+
+def edit_results(job: Path, change) -> Path:
+    """Apply ``change(results)`` to the job's ``results.json``: fields a test adds by hand."""
+    results = json.loads((job / "results.json").read_text())
+    change(results)
+    (job / "results.json").write_text(json.dumps(results))
+    return job
 
 
 # joint fine accuracy per seed of the ew row; everything else is constant
@@ -167,9 +184,17 @@ def test_varying_keys_are_the_columns_and_shared_keys_are_listed(sweep):
     ]
     assert board.shared["backbone.name"] == "seed_cnn"
     headers, rows = leaderboard.main_table(board)
-    assert headers[1:5] == board.varying and headers[5] == "seeds"
-    ew_row = next(r for r in rows if r[1] == "ew" and r[4] == "0.01")
-    assert ew_row[2:4] == ["–", "–"]  # ew has no weights/default options
+    # the Markdown shows a plugin and its differing options in one column
+    assert headers[:5] == ["#", "rank", "weighting", "trainer.learning_rate", "seeds"]
+    assert [r[2:4] for r in rows] == [
+        ["static(weights={}, default=1.0)", "0.001"],
+        ["ew", "0.001"],  # ew has no weights/default options
+        ["ew", "0.01"],
+    ]
+    assert (
+        board.label(0)
+        == "#1 weighting=static(weights={}, default=1.0), trainer.learning_rate=0.001"
+    )
 
 
 def test_row_statistics_are_mean_std_and_t_interval_over_seeds(sweep):
@@ -289,7 +314,9 @@ def test_a_repeated_seed_is_counted_once_and_noted(sweep, tmp_path):
 def test_csv_has_one_row_per_configuration_with_every_statistic(sweep, tmp_path):
     write_leaderboard([sweep], tmp_path / "out")
     rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").open()))
-    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert [r["row"] for r in rows] == ["1", "2", "3"]
+    assert [r["rank"] for r in rows] == ["1", "2", ""]  # the one-seed row is not ranked
+    assert rows[2]["not_ranked"] == "1 seed: not ranked"
     ew = next(
         r for r in rows if r["weighting.name"] == "ew" and r["trainer.learning_rate"] == "0.001"
     )
@@ -322,6 +349,257 @@ def test_plots_are_written_atomically_and_dropped_when_they_would_be_empty(sweep
     board = write_leaderboard([no_baselines], out)
     assert board.rows[0].runs[0].delta_m is None
     assert (out / "accuracy_vs_time.png").exists() and not (out / "single_vs_joint.png").exists()
+
+
+# ---------------------------------------------------------------- ranking and paired comparison
+def _index(board) -> dict:
+    return {
+        (row.identity["weighting.name"], row.identity["trainer.learning_rate"]): index
+        for index, row in enumerate(board.rows)
+    }
+
+
+def test_rows_with_one_seed_are_listed_after_the_ranked_rows_unranked(sweep, tmp_path):
+    # one lucky seed has the highest delta_m of all, but one value says nothing about the spread
+    write_run(sweep / "6", _config(0, lr=0.1), joint={"fine": 0.9, "coarse": 0.9})
+    board = write_leaderboard([sweep], tmp_path / "out")
+    ranks = [(r.identity["trainer.learning_rate"], r.rank, r.not_ranked) for r in board.rows]
+    assert ranks == [
+        (0.001, 1, None),  # static
+        (0.001, 2, None),  # ew
+        (0.1, None, "1 seed: not ranked"),  # then the unranked rows, by mean delta_m
+        (0.01, None, "1 seed: not ranked"),
+    ]
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    lucky = next(line for line in markdown.splitlines() if "| 0.1 " in line)
+    assert lucky.startswith("| 3 ") and "| 1 seed: not ranked " in lucky
+
+
+def test_rows_are_compared_paired_with_ew_on_their_shared_seeds(sweep, tmp_path):
+    write_run(sweep / "6", _config(0, "static", lr=0.01), joint={"fine": 0.32, "coarse": 0.45})
+    board = write_leaderboard([sweep], tmp_path / "out")
+    index = _index(board)
+
+    static = board.paired(index[("static", 0.001)])
+    assert static.reference == index[("ew", 0.001)] and static.seeds == (0, 1)
+    # static's delta_m is 22.5 on both seeds; ew's is 0.0 on seed 0 and 2.5 on seed 1
+    gain = static.differences["delta_m_pct"]
+    half = T_975[1] * (1.25 * math.sqrt(2)) / math.sqrt(2)
+    assert gain.n == 2 and gain.mean == pytest.approx(21.25)
+    assert (gain.ci_low, gain.ci_high) == (pytest.approx(21.25 - half), pytest.approx(21.25 + half))
+    fine = static.differences["fine_joint_top1_pct"]  # 50 - 40 and 50 - 42 points
+    assert fine.mean == pytest.approx(9.0) and fine.n == 2
+    assert board.paired(index[("ew", 0.001)]).why == "reference"
+    lone = board.paired(index[("static", 0.01)])  # paired with ew at lr 0.01 on seed 0 only
+    assert lone.reference == index[("ew", 0.01)] and lone.seeds == (0,)
+    assert lone.differences["delta_m_pct"].n == 1
+
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    section = markdown.split("## Paired differences to the reference")[1].split("## ")[0]
+    assert "`weighting.name=ew`" in section and "`weighting.*`" in section
+    assert "+21.25 [+5.37, +37.13]" in section and "n/a (1 paired seed)" in section
+    assert "paired difference" in markdown.split("## How the numbers are computed")[1]
+    rows = {r["row"]: r for r in csv.DictReader((tmp_path / "out" / "leaderboard.csv").open())}
+    row = rows[str(index[("static", 0.001)] + 1)]
+    assert row["reference_row"] == str(index[("ew", 0.001)] + 1) and row["paired_seeds"] == "0 1"
+    assert row["delta_m_pct_diff_vs_ref_mean"] == "21.25"
+    assert float(row["delta_m_pct_diff_vs_ref_ci95_low"]) == pytest.approx(21.25 - half, abs=1e-6)
+    assert row["delta_m_pct_diff_vs_ref_n"] == "2"
+    row = rows[str(index[("static", 0.01)] + 1)]
+    assert row["delta_m_pct_diff_vs_ref_mean"] == "" and row["delta_m_pct_diff_vs_ref_n"] == "1"
+    assert rows[str(index[("ew", 0.001)] + 1)]["paired_note"] == "reference"
+
+
+def test_the_reference_row_can_be_chosen_on_the_command_line(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(sweep), "--out", str(out), "--reference", "weighting.name=static"]) == 0
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    by_name = {(r["weighting.name"], r["trainer.learning_rate"]): r for r in rows}
+    ew, static = by_name[("ew", "0.001")], by_name[("static", "0.001")]
+    assert ew["reference_row"] == static["row"] and static["paired_note"] == "reference"
+    assert float(ew["delta_m_pct_diff_vs_ref_mean"]) == pytest.approx(-21.25)
+    assert by_name[("ew", "0.01")]["paired_note"] == "no reference row"
+    assert "`weighting.name=static`" in (out / "leaderboard.md").read_text()
+    # a key that names no plugin frees only itself: ew at lr 0.01 against ew at lr 0.001
+    board = build([sweep], reference=["trainer.learning_rate=0.001"])
+    paired = board.paired(_index(board)[("ew", 0.01)])
+    assert paired.reference == _index(board)[("ew", 0.001)] and paired.seeds == (0,)
+    with pytest.raises(SystemExit) as info:
+        main([str(sweep), "--out", str(out), "--reference", "weighting"])
+    assert info.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------- identity: what really ran
+def test_resolved_precision_and_device_class_separate_rows(tmp_path):
+    cpu, gpu = "CPU AMD EPYC [avx2 avx512f avx512_bf16]", "GPU NVIDIA H100 (cc 9.0) x1"
+    resolved = {0: ("float32", cpu), 1: ("float32", cpu), 2: ("mixed_bfloat16", cpu)}
+    resolved[3] = ("float32", gpu)
+    root = tmp_path / "sweep"
+    for seed in range(5):
+        config = _config(seed)
+        config["trainer"]["precision"] = "auto"  # says nothing about what ran
+        job = write_run(root / str(seed), config, joint={"fine": 0.4, "coarse": 0.5})
+        if seed in resolved:  # seed 4: a results.json from before the record existed
+            precision, device = resolved[seed]
+            record = {"precision": precision, "precision_native": True, "device_class": device}
+            edit_results(job, lambda results, record=record: results.update(resolved=record))
+    board = build([root])
+    rows = {
+        (r.identity["trainer.precision"], r.identity.get("device_class")): r.seeds
+        for r in board.rows
+    }
+    assert rows == {
+        ("float32", cpu): [0, 1],
+        ("mixed_bfloat16", cpu): [2],
+        ("float32", gpu): [3],
+        ("auto", None): [4],
+    }
+    assert {"trainer.precision", "device_class"} <= set(board.varying)
+
+    # a job that died before results.json has only its Hydra config (precision auto, no device
+    # class): it belongs to the one row that equals it apart from what was resolved
+    sweep = tmp_path / "other"
+    for seed in (0, 1):
+        config = _config(seed)
+        config["trainer"]["precision"] = "auto"
+        job = write_run(sweep / str(seed), config, joint={"fine": 0.4, "coarse": 0.5})
+        record = {"precision": "float32", "precision_native": True, "device_class": cpu}
+        edit_results(job, lambda results, record=record: results.update(resolved=record))
+    config = _config(2)
+    config["trainer"]["precision"] = "auto"
+    write_hydra_mode(write_hydra_dir(sweep / "2", config), "MULTIRUN")
+    (row,) = build([sweep]).rows
+    assert row.seeds == [0, 1] and [run.seed for run in row.failed] == [2]
+
+
+# ------------------------------------------------------------------------- machine load and cost
+def _load(flagged: bool) -> dict:
+    return {
+        "cpu_seconds": 1.0, "wall_seconds": 5.0 if flagged else 1.1,
+        "cpu_share": 0.2 if flagged else 0.9, "load_average": None, "flagged": flagged,
+        "reasons": ["cpu_share 0.20 below 0.50"] if flagged else [],
+    }  # fmt: skip
+
+
+def test_flagged_load_is_marked_and_the_load_robust_cost_is_shown(tmp_path):
+    root = tmp_path / "sweep"
+    write_ew_seeds(root)
+    ratio = {0: 0.6, 1: 0.62, 2: 0.64}
+
+    def record(results: dict, seed: int) -> None:
+        for run in results["runs"]:
+            run["load"] = _load(seed == 1 and run["name"] == "joint")
+        results["comparison"]["cost"] = {
+            "method": "interleaved steps in one process",
+            "step_seconds": {"single:fine": 0.1, "single:coarse": 0.1, "joint": 0.12},
+            "joint_over_singles": ratio[seed],
+            "joint_over_single": {"fine": 1.2, "coarse": 1.2},
+        }
+
+    for seed in ratio:
+        edit_results(root / str(seed), lambda results, seed=seed: record(results, seed))
+    write_run(root / "3", _config(0, "static"), joint={"fine": 0.5, "coarse": 0.6})  # old file
+    out = tmp_path / "out"
+    board = write_leaderboard([root], out)
+
+    headers, rows = leaderboard.main_table(board)
+    by_name = {row[2]: dict(zip(headers, row, strict=True)) for row in rows}
+    assert by_name["ew"]["load"] == "flagged: seed 1"
+    assert by_name["static(weights={}, default=1.0)"]["load"] == "n/a"
+    seconds = headers.index("s/epoch (joint; load-dependent)")
+    assert headers[seconds + 1] == "joint/singles step cost (load-robust)"
+    assert by_name["ew"][headers[seconds + 1]].startswith("0.62 ± 0.02 [")
+    markdown = (out / "leaderboard.md").read_text()
+    notes = markdown.split("## Notes")[1].split("## ")[0]
+    assert f"`{os.path.relpath(root / '1', out)}`" in notes
+    assert "joint: cpu_share 0.20 below 0.50" in notes
+    formulas = markdown.split("## How the numbers are computed")[1]
+    assert "joint_over_singles" in formulas and "Load-dependent" in formulas
+    csv_rows = {r["weighting.name"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert csv_rows["ew"]["load_flagged"] == "true" and csv_rows["ew"]["load_flagged_seeds"] == "1"
+    assert (
+        csv_rows["static"]["load_flagged"] == "" and csv_rows["static"]["load_flagged_seeds"] == ""
+    )
+    assert float(csv_rows["ew"]["joint_over_singles_cost_mean"]) == pytest.approx(0.62)
+    assert csv_rows["ew"]["joint_over_singles_cost_n"] == "3"
+    assert csv_rows["static"]["joint_over_singles_cost_n"] == "0"
+
+
+# --------------------------------------------------------------------- directories never started
+def test_single_run_dirs_without_results_are_skipped_and_multirun_jobs_are_failures(tmp_path):
+    outputs = tmp_path / "outputs"
+    day = outputs / "2026-01-01"
+    done = write_run(day / "10-00-00", _config(0), joint={"fine": 0.4, "coarse": 0.5})
+    write_hydra_mode(done, "RUN")
+    refused = write_hydra_mode(write_hydra_dir(day / "10-05-00", _config(1)), "RUN")
+    write_hydra_dir(day / "10-10-00", _config(2))  # no hydra.yaml (older Hydra), not in a sweep
+    died = write_hydra_mode(
+        write_hydra_dir(outputs / "multirun" / "x" / "0", _config(3)), "MULTIRUN"
+    )
+    write_hydra_dir(outputs / "multirun" / "y" / "0", _config(4))  # no mode, but in a sweep:
+    (outputs / "multirun" / "y" / "multirun.yaml").write_text("hydra: {}\n")
+    out = tmp_path / "out"
+    board = write_leaderboard([outputs], out)
+
+    assert sorted(p.name for p in board.skipped) == ["10-05-00", "10-10-00"]
+    assert sorted(run.path for run in board.failed) == [
+        died.resolve(),
+        (died.parent.parent / "y" / "0").resolve(),
+    ]
+    markdown = (out / "leaderboard.md").read_text()
+    assert "2 failed or incomplete run(s)" in markdown
+    assert "2 single-run director(y/ies) without results.json skipped" in markdown
+    assert f"`{os.path.relpath(refused.resolve(), out.resolve())}`" in markdown
+    with pytest.raises(LeaderboardError, match="never started a benchmark"):
+        build([refused])
+
+
+# ------------------------------------------------------------------------- numbers in the files
+def test_csv_numbers_have_no_float_noise(tmp_path):
+    root = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_run(root / str(seed), _config(seed), joint={"fine": 0.143, "coarse": 0.5})
+    assert 100 * 0.143 == 14.299999999999999  # the noise a CSV must not show
+    write_leaderboard([root], tmp_path / "out")
+    text = (tmp_path / "out" / "leaderboard.csv").read_text()
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert (
+        row["fine_joint_top1_pct_mean"] == "14.3" and row["fine_joint_top1_pct_ci95_low"] == "14.3"
+    )
+    assert not re.search(r"\d\.\d{7,}", text)
+
+
+def _error_bars(ax) -> list[tuple[float, float, float]]:
+    """(x, y low, y high) of every vertical error bar in ``ax``."""
+    from matplotlib.container import ErrorbarContainer
+
+    bars = []
+    for container in ax.containers:
+        if isinstance(container, ErrorbarContainer):
+            vertical = container.lines[2][-1]  # xerr's bars first, then yerr's
+            for (x, low), (_, high) in vertical.get_segments():
+                bars.append((x, low, high))
+    return bars
+
+
+def test_plots_show_intervals_and_start_accuracy_axes_at_zero(sweep):
+    board = build([sweep])
+    half = T_975[2] * math.sqrt(13) / math.sqrt(3)  # the ew row's fine joint accuracy
+
+    figure = leaderboard.plot_accuracy_vs_time(board)
+    fine = figure.axes[0]
+    for ax in figure.axes:
+        assert ax.get_ylim()[0] == 0 and ax.get_xlim()[0] == 0
+        assert "from 0" in ax.get_ylabel() and "95% CI" in ax.get_title()
+        assert len(_error_bars(ax)) == 2  # the rows with several seeds; none for one seed
+    (ew,) = [bar for bar in _error_bars(fine) if bar[1] < 40]
+    assert (ew[1], ew[2]) == (pytest.approx(43.0 - half), pytest.approx(43.0 + half))
+
+    figure = leaderboard.plot_single_vs_joint(board)
+    for ax in figure.axes:
+        assert ax.get_xlim()[0] == 0 and ax.get_ylim()[0] == 0
+        assert "from 0" in ax.get_xlabel() and "from 0" in ax.get_ylabel()
+        assert len(_error_bars(ax)) == 2
 
 
 # ------------------------------------------------------------------------------------- command
@@ -521,4 +799,5 @@ def test_a_failed_job_is_listed_in_the_sweep_leaderboard(npz_root, tmp_path):
     assert result.returncode != 0  # Hydra reports the failed job...
     markdown = (sweep / "leaderboard.md").read_text()  # ...and the leaderboard is still written
     assert "1 configuration(s) from 1 complete run(s); 1 failed" in markdown
-    assert "dataset.train_limit=100000" in markdown.split("## Failed and incomplete runs")[1]
+    # a plugin's differing options are shown with its name: dataset=cifar100(train_limit=100000)
+    assert "(train_limit=100000)" in markdown.split("## Failed and incomplete runs")[1]
