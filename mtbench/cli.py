@@ -1,12 +1,38 @@
-"""The command line: ``python -m mtbench [overrides]``, a Hydra application."""
+"""The command line: ``python -m mtbench [overrides]``, a Hydra application.
+
+Besides handing the overrides to Hydra, the command line:
+- keeps TensorFlow's start-up chatter (absl lines printed before its logging is configured, such
+  as ``failed call to cuInit`` on machines without a GPU) off the terminal, which
+  ``TF_CPP_MIN_LOG_LEVEL`` does not do; everything else written to stderr meanwhile is passed on;
+- when a key is mistyped, lists the valid keys of the node after Hydra's own message;
+- prints a config refused before training as one line (no traceback) and removes the run
+  directory Hydra made for it, which holds no benchmark (single runs; a multirun job is kept and
+  recorded as failed by the sweep);
+- continues a resumed benchmark in its own run directory (``resume=DIR`` implies
+  ``hydra.run.dir=DIR``), so that one directory holds one benchmark and one log.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 CONFIG_NAME = "config"
+
+#: Lines TensorFlow and XLA print to stderr at start-up regardless of TF_CPP_MIN_LOG_LEVEL.
+_TF_NOISE = re.compile(
+    r"^([IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before "
+    r"absl::InitializeLog|To enable the following instructions:|This TensorFlow binary is "
+    r"optimized|.*rebuild TensorFlow with the appropriate compiler flags)"
+)
+_task_started = False
 
 
 def config_dir() -> Path:
@@ -23,8 +49,35 @@ def prepare() -> None:
     from mtbench import registry
     from mtbench.config import store_schema
 
-    registry.load_entry_points()
+    with quiet_tensorflow():
+        registry.load_entry_points()
     store_schema()
+
+
+@contextmanager
+def quiet_tensorflow() -> Iterator[None]:
+    """Drop TensorFlow's start-up lines from stderr (file descriptor 2) within the block; pass
+    every other line on when the block ends (also when it raises)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(keepends=True) if not _TF_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _task(cfg: Any) -> Any:
@@ -34,26 +87,83 @@ def _task(cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from mtbench.data import DatasetError
-    from mtbench.protocol import run_benchmark
-    from mtbench.trainer import Interrupted
+    global _task_started
+    _task_started = True
+    with quiet_tensorflow():
+        from mtbench.config import ConfigError
+        from mtbench.data import DatasetError
+        from mtbench.hardware import gpus
+        from mtbench.protocol import run_benchmark
+        from mtbench.registry import PluginError
+        from mtbench.trainer import Interrupted
+
+        gpus()  # the first device query prints TensorFlow's CUDA probing
 
     hydra_config = HydraConfig.get()
     overrides = [o for o in hydra_config.overrides.task if not o.startswith("resume=")]
     command = " ".join(["python -m mtbench", *map(shlex.quote, overrides)])
+    output_dir = Path(hydra_config.runtime.output_dir)
     try:
-        results = run_benchmark(cfg, Path(hydra_config.runtime.output_dir), command)
+        results = run_benchmark(cfg, output_dir, command)
     except (Interrupted, KeyboardInterrupt):
         sys.exit(130)  # the resume command was logged
-    except DatasetError as exc:
+    except (ConfigError, PluginError, DatasetError) as exc:
         if hydra_config.mode == RunMode.MULTIRUN:
             raise  # the sweep records the failed job and goes on
-        # missing, corrupt or unreachable data: the message says what to do; a traceback
-        # through urllib or tarfile would only bury it
+        # a config that cannot work, or missing, corrupt or unreachable data: the message says
+        # what to do; a traceback through the protocol, urllib or tarfile would only bury it
         print(f"mtbench: {exc}", file=sys.stderr)
-        sys.exit(1)
+        if not (output_dir / "results.json").exists():
+            _remove_unstarted(output_dir)
+        sys.exit(2 if isinstance(exc, ConfigError | PluginError) else 1)
     comparison = results.get("comparison") or {}
     return comparison.get("delta_m_percent")
+
+
+def _remove_unstarted(output_dir: Path) -> None:
+    """Remove a run directory that holds no benchmark: only Hydra's ``.hydra/`` and the log."""
+    import logging
+
+    if not output_dir.is_dir():
+        return
+    if not {p.name for p in output_dir.iterdir()} <= {".hydra", "mtbench.log"}:
+        return
+    logging.shutdown()  # closes the log file before its folder goes
+    shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _explain_compose_error(argv: Sequence[str]) -> str | None:
+    """The valid keys of the node a mistyped override names, or ``None`` (not a key error)."""
+    if any(a.startswith("-") for a in argv):
+        return None  # multirun, --help, --cfg ...: Hydra's message stands alone
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        try:
+            compose(CONFIG_NAME, overrides=list(argv))
+            return None
+        except ConfigCompositionException as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, ConfigKeyError | ConfigAttributeError):
+                return None
+            full_key = str(getattr(cause, "full_key", "") or "")
+        except Exception:  # anything else: Hydra has said what it is
+            return None
+        if not full_key:
+            return None
+        parent = full_key.rpartition(".")[0]
+        rest = [a for a in argv if a.lstrip("+~").partition("=")[0] != full_key]
+        try:
+            node = OmegaConf.select(compose(CONFIG_NAME, overrides=rest), parent)
+        except Exception:
+            return None
+    if node is None or not OmegaConf.is_dict(node):
+        return None
+    keys = ", ".join(str(k) for k in node.keys())
+    return f"mtbench: '{full_key}' is not a key of '{parent or 'the config'}'; its keys are: {keys}"
 
 
 def main() -> None:
@@ -61,7 +171,21 @@ def main() -> None:
     import hydra
 
     prepare()
-    hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base="1.3")(_task)()
+    argv = sys.argv[1:]
+    resume = [a.partition("=")[2] for a in argv if a.startswith("resume=")]
+    if resume and resume[-1] and not any(a.startswith("hydra.run.dir=") for a in argv):
+        # continue in the resumed directory: its log goes on, and no empty directory is left
+        sys.argv.append(f"hydra.run.dir={resume[-1]}")
+    try:
+        hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base="1.3")(
+            _task
+        )()
+    except SystemExit as exc:
+        if exc.code == 1 and not _task_started:
+            hint = _explain_compose_error(argv)
+            if hint:
+                print(hint, file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ from typing import Any
 from omegaconf import MISSING
 
 
+class ConfigError(ValueError):
+    """A config that cannot work, refused before any training (the message names the key)."""
+
+
 class Optimizer(Enum):
     adam = "adam"
     adamw = "adamw"
@@ -125,6 +129,10 @@ class BenchmarkConfig:
         baseline_cache: A folder where single-task runs are kept and reused by every benchmark
             whose config differs only in the weighting method (or in nothing that affects a
             single-task run): a sweep over methods trains each baseline once.
+        cost_rounds: Rounds of the load-robust cost probe after training: every run's step is
+            timed in interleaved rounds in one process (0: no probe; see :mod:`mtbench.cost`).
+        cost_steps: Training steps per run and round of the cost probe (fewer where the probe
+            would exceed about a tenth of a run's training steps).
     """
 
     tasks: list[str] | None = None
@@ -133,6 +141,8 @@ class BenchmarkConfig:
     target: dict[str, float] = field(default_factory=dict)
     stop_at_target: bool = False
     baseline_cache: str | None = None
+    cost_rounds: int = 5
+    cost_steps: int = 10
 
 
 @dataclass
@@ -182,7 +192,7 @@ def check_keys(cfg: Any, path: str = "") -> None:
     for key in cfg.keys():
         full = f"{path}.{key}" if path else str(key)
         if declared is not None and key not in declared:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown config key '{full}'; the keys of '{path or 'the root'}' are "
                 f"{', '.join(sorted(declared))}"
             )
@@ -215,6 +225,8 @@ def check_values(trainer: TrainerConfig, benchmark: BenchmarkConfig) -> None:
             ">= 0 (0: never)",
         ),
         ("trainer.cpu_replicas", trainer.cpu_replicas, trainer.cpu_replicas >= 1, ">= 1"),
+        ("benchmark.cost_rounds", benchmark.cost_rounds, benchmark.cost_rounds >= 0, ">= 0"),
+        ("benchmark.cost_steps", benchmark.cost_steps, benchmark.cost_steps >= 1, ">= 1"),
         (
             "trainer.augment.crop_padding",
             trainer.augment.crop_padding,
@@ -235,4 +247,4 @@ def check_values(trainer: TrainerConfig, benchmark: BenchmarkConfig) -> None:
     ]
     for key, value, ok, allowed in rules:
         if not ok:
-            raise ValueError(f"{key}={value} is out of range: it must be {allowed}")
+            raise ConfigError(f"{key}={value} is out of range: it must be {allowed}")

@@ -52,6 +52,33 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class BudgetSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule over ``total_steps`` driven by the fraction of a time budget spent.
+
+    Equal-budget mode cannot know in advance how many steps a run gets, so the trainer sets
+    ``progress`` (0 to 1: the larger of the budget's and the epochs' fraction done) before each
+    call, and the rate is ``schedule(progress * total_steps)``: warm-up and decay follow the
+    budget, and the rate reaches the schedule's end when the budget does.
+    """
+
+    def __init__(
+        self,
+        schedule: keras.optimizers.schedules.LearningRateSchedule,
+        total_steps: int,
+        progress: tf.Variable,
+    ) -> None:
+        self.schedule = schedule
+        self.total_steps = total_steps
+        self.progress = progress
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        del step  # the budget, not the step count, says how far training is
+        return self.schedule(tf.cast(self.progress * self.total_steps, tf.float32))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.get_config(), "total_steps": self.total_steps}
+
+
 def learning_rate(
     schedule: str, peak: float, steps_per_epoch: int, epochs: int, warmup_epochs: float
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:

@@ -14,16 +14,16 @@ whose loss or gradient becomes NaN or infinite is recorded as failed, not as a n
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import signal
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -31,12 +31,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtbench import model as model_module
 from mtbench import registry
-from mtbench.config import BenchmarkConfig, TrainerConfig, check_keys, check_values
+from mtbench.config import BenchmarkConfig, ConfigError, TrainerConfig, check_keys, check_values
+from mtbench.cost import cost_comparison, flag_load, interleaved_step_seconds, load_summary
 from mtbench.data import DatasetError, DatasetSplits
 from mtbench.distribute import describe as describe_strategy
 from mtbench.distribute import is_chief, make_strategy
-from mtbench.hardware import PeakMemory, describe_device, resolve_precision
-from mtbench.io import atomic_write_json, atomic_write_text
+from mtbench.hardware import (
+    PeakMemory,
+    describe_device,
+    device_class,
+    precision_is_native,
+    resolve_precision,
+)
+from mtbench.io import atomic_save_npz, atomic_write_json, atomic_write_text
 from mtbench.model import MultiTaskModel
 from mtbench.pipeline import channel_statistics
 from mtbench.results import (
@@ -61,6 +68,13 @@ RESUMABLE_DIFFERENCES = (
 
 class BenchmarkFailed(RuntimeError):
     """At least one run failed; the others' results and the failure are in results.json."""
+
+
+class _Setup(NamedTuple):
+    data: DatasetSplits
+    tasks: list[str]
+    precision: str
+    normalization: tuple[list[float], list[float]] | None
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,8 @@ class Benchmark:
             "comparison": None,
         }
         self._predictions: dict[str, dict[str, np.ndarray]] = {}
+        #: trainers of the runs trained in this process, kept for the interleaved cost probe
+        self._trainers: dict[str, tuple[Trainer, Any]] = {}
 
     # ---------------------------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
@@ -187,10 +203,13 @@ class Benchmark:
                 "resuming %s: finished runs %s are kept",
                 self.output_dir, [r["name"] for r in self.results["runs"]] or "none",
             )  # fmt: skip
+        # Everything that can refuse the config happens before results.json exists: a refused
+        # config leaves no benchmark behind (the CLI removes its empty run directory).
+        setup = self._setup()
         self._write()  # from now on the directory says what state the benchmark is in
         try:
             with sigterm_interrupts():
-                self._run()
+                self._run(setup)
         except (Interrupted, KeyboardInterrupt) as exc:
             self.results["status"] = "interrupted"
             self.results["error"] = str(exc) or "interrupted"
@@ -241,7 +260,7 @@ class Benchmark:
 
         previous = json.loads(path.read_text())
         if previous.get("schema") != SCHEMA:
-            raise ValueError(f"{path} is not an {SCHEMA} file; choose another run directory")
+            raise ConfigError(f"{path} is not an {SCHEMA} file; choose another run directory")
         old, new = _flatten(previous["config"]), _flatten(self.results["config"])
         differing = sorted(
             key
@@ -249,34 +268,62 @@ class Benchmark:
             if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_DIFFERENCES)
         )
         if differing:
-            raise ValueError(
+            raise ConfigError(
                 f"{path} was written by a different config (differs in {', '.join(differing)}); "
                 "resume with the same config, or choose another run directory "
                 "(hydra.run.dir=DIR)"
             )
         return previous
 
-    def _run(self) -> None:
+    def _setup(self) -> _Setup:
+        """Resolve the precision, load the data and check that every plugin accepts it."""
         cfg, trainer_config, strategy = self.cfg, self.trainer_config, self.strategy
         precision = resolve_precision(trainer_config.precision.value)
+        native = precision_is_native(precision)
+        hardware = device_class()
+        self.results["resolved"] = {
+            "precision": precision,
+            "precision_native": native,
+            "device_class": hardware,
+        }
+        if not native:
+            log.warning(
+                "trainer.precision=%s: %s is not computed natively by this machine (%s); it is "
+                "emulated and typically several times slower than float32. Use "
+                "trainer.precision=float32 (or auto, which picks what is native).",
+                trainer_config.precision.value, precision, hardware,
+            )  # fmt: skip
         # Build the joint weighting first: a bad option fails before any data is read.
         check = self._make_weighting(joint=True)
         data = registry.build("dataset", cfg.dataset).load()
         tasks = self._select_tasks(data)
         check.setup(tasks)  # options that depend on the tasks fail before training, too
         if trainer_config.batch_size > len(data.train):
-            raise ValueError(
+            raise ConfigError(
                 f"trainer.batch_size={trainer_config.batch_size} is larger than the training "
-                f"split ({len(data.train)} images); lower it or raise dataset.train_limit"
+                f"split ({len(data.train)} examples); lower trainer.batch_size or train on more "
+                "data (see the dataset's options)"
             )
         normalization = channel_statistics(data.train.x) if trainer_config.normalize else None
         with strategy.scope():  # the model and heads must fit the tasks: fail now, not later
             build_model(cfg, data, tasks, precision, int(cfg.seed), normalization)
+        return _Setup(data, tasks, precision, normalization)
+
+    def _run(self, setup: _Setup) -> None:
+        strategy = self.strategy
+        data, tasks, precision, normalization = setup
         log.info(
-            "data: %d train, %d validation, %d test images; tasks %s; precision %s; %s",
+            "data: %d train, %d validation, %d test images; tasks %s; precision %s%s; %s",
             len(data.train), len(data.val), len(data.test), ", ".join(tasks), precision,
+            "" if self.results["resolved"]["precision_native"] else " (emulated, slow)",
             describe_strategy(strategy),
         )  # fmt: skip
+        if self.benchmark_config.time_budget_s is not None:
+            log.info(
+                "equal-budget mode: every run trains %.0f s of wall-clock training time (at most "
+                "trainer.epochs epochs); steps per run depend on the step cost and on machine load",
+                self.benchmark_config.time_budget_s,
+            )  # fmt: skip
         done = {r["name"] for r in self.results["runs"]}
         cache = BaselineCache.for_config(self.benchmark_config.baseline_cache, self.results)
         for plan in plan_runs(tasks, bool(self.benchmark_config.single_task)):
@@ -294,7 +341,18 @@ class Benchmark:
                     cache.put(plan, run, self._predictions[plan.name])
             self.results["runs"].append(run)
             self._write()
+        flagged = flag_load(self.results["runs"])
+        if flagged:
+            log.warning(
+                "the machine was busy: the wall-clock times of %s are not comparable with the "
+                "other runs' (see results.json runs[].load); the interleaved cost ratio is not "
+                "affected", ", ".join(flagged),
+            )  # fmt: skip
+        self.results["budget"] = self._budget_record()
         self.results["comparison"] = self._compare(tasks, data)
+        if self.results["comparison"] is not None:
+            self.results["comparison"]["cost"] = self._measure_cost(setup)
+        self._trainers.clear()
 
     def _select_tasks(self, data: DatasetSplits) -> list[str]:
         available = [t.name for t in data.tasks]
@@ -307,7 +365,7 @@ class Benchmark:
             )
         unknown_targets = sorted(set(self.benchmark_config.target) - set(wanted))
         if unknown_targets:
-            raise ValueError(
+            raise ConfigError(
                 f"benchmark.target names tasks {unknown_targets}; the tasks are {wanted}"
             )
         return wanted
@@ -331,29 +389,21 @@ class Benchmark:
         strategy: tf.distribute.Strategy,
         normalization: tuple[list[float], list[float]] | None,
     ) -> dict[str, Any]:
-        seed = int(self.cfg.seed)
         checkpoints = self.output_dir / "checkpoints" / plan.slug
         resume = self.trainer_config.checkpoint_every > 0 and (checkpoints / "last.npz").is_file()
         log.info("run %s: tasks %s%s", plan.name, ", ".join(plan.tasks), " (resuming)" * resume)
         memory = PeakMemory()
         memory.start()
-        with strategy.scope():
-            model = build_model(self.cfg, data, plan.tasks, precision, seed, normalization)
-            weighting = self._make_weighting(plan.joint)
-        budget = self.benchmark_config
-        trainer = Trainer(
-            self.trainer_config,
-            model,
-            weighting,
-            plan.tasks,
-            precision=precision,
-            seed=seed,
-            strategy=strategy,
-            budget=Budget(budget.time_budget_s, dict(budget.target), budget.stop_at_target),
+        trainer = self._trainer(
+            plan,
+            data,
+            precision,
+            strategy,
+            normalization,
             logdir=self.output_dir / "tensorboard" / plan.slug,
             checkpoint_dir=checkpoints if self.trainer_config.checkpoint_every else None,
-            name=plan.name,
         )
+        model = trainer.model
         run: dict[str, Any] = {
             "name": plan.name,
             "tasks": list(plan.tasks),
@@ -369,20 +419,101 @@ class Benchmark:
             return run | {"status": "failed", "error": str(exc), "test": None}
         test_seconds, test_metrics = self._test(trainer, plan, data)
         memory.stop()
+        if self._wants_cost():
+            self._trainers[plan.name] = (trainer, None)
+        described = self._describe(fit, model, memory, precision, strategy)
         return (
             run
-            | self._describe(fit, model, memory, precision, strategy)
+            | described
             | {
                 "test": test_metrics,
                 "timing": _timing(fit) | {"test_seconds": test_seconds},
+                "load": load_summary(described["history"]),
             }
         )
+
+    def _trainer(
+        self,
+        plan: RunPlan,
+        data: DatasetSplits,
+        precision: str,
+        strategy: tf.distribute.Strategy,
+        normalization: tuple[list[float], list[float]] | None,
+        logdir: Path | None = None,
+        checkpoint_dir: Path | None = None,
+    ) -> Trainer:
+        """A fresh model (initialised from the seed) and its trainer for ``plan``."""
+        with strategy.scope():
+            model = build_model(self.cfg, data, plan.tasks, precision, int(self.cfg.seed),
+                                normalization)  # fmt: skip
+            weighting = self._make_weighting(plan.joint)
+        budget = self.benchmark_config
+        return Trainer(
+            self.trainer_config,
+            model,
+            weighting,
+            plan.tasks,
+            precision=precision,
+            seed=int(self.cfg.seed),
+            strategy=strategy,
+            budget=Budget(budget.time_budget_s, dict(budget.target), budget.stop_at_target),
+            logdir=logdir,
+            checkpoint_dir=checkpoint_dir,
+            name=plan.name,
+        )
+
+    def _wants_cost(self) -> bool:
+        config = self.benchmark_config
+        return config.cost_rounds > 0 and config.cost_steps > 0
+
+    def _measure_cost(self, setup: _Setup) -> dict[str, Any] | None:
+        """The load-robust cost ratio (see :mod:`mtbench.cost`): every run's training step timed
+        in interleaved rounds in this process. Runs trained here are reused (already compiled);
+        runs resumed or taken from the baseline cache are built afresh."""
+        if not self._wants_cost():
+            return None
+        config = self.benchmark_config
+        data, tasks, precision, normalization = setup
+        steppers = {}
+        for plan in plan_runs(tasks, single_task=True):
+            trainer, _ = self._trainers.get(plan.name, (None, None))
+            if trainer is None:
+                trainer = self._trainer(plan, data, precision, self.strategy, normalization)
+                batches = trainer.prepare(data.train)
+            else:
+                batches = trainer.batches
+            iterator = trainer.step_iterator(batches)
+            steppers[plan.name] = lambda count, t=trainer, it=iterator: t.run_steps(it, count)
+        # at most about a tenth of a run's training steps, so small benchmarks stay small
+        rounds = config.cost_rounds
+        run_steps = batches.steps_per_epoch * self.trainer_config.epochs
+        steps = min(config.cost_steps, max(1, run_steps // (10 * (rounds + 1))))
+        tick = time.perf_counter()
+        seconds = interleaved_step_seconds(steppers, rounds=rounds, steps=steps)
+        record = cost_comparison(seconds, tasks, rounds=rounds, steps=steps)
+        if record is not None:
+            record["probe_seconds"] = time.perf_counter() - tick
+            log.info(
+                "cost (interleaved steps, load-robust): joint step = %.2f x the sum of the "
+                "single-task steps", record["joint_over_singles"],
+            )  # fmt: skip
+        return record
+
+    def _budget_record(self) -> dict[str, Any] | None:
+        budget = self.benchmark_config.time_budget_s
+        if budget is None:
+            return None
+        return {
+            "time_budget_s": budget,
+            "steps": {r["name"]: r.get("timing", {}).get("steps") for r in self.results["runs"]},
+            "load_dependent": True,
+            "note": "every run trained for the same wall-clock time; the steps it got depend on "
+            "its step cost and on the machine's load (see runs[].load)",
+        }
 
     def _test(
         self, trainer: Trainer, plan: RunPlan, data: DatasetSplits
     ) -> tuple[float, dict[str, dict[str, float]]]:
-        import time
-
         tick = time.perf_counter()
         metrics, predictions = trainer.evaluate(data.test)
         seconds = time.perf_counter() - tick
@@ -391,11 +522,17 @@ class Benchmark:
         return seconds, metrics
 
     def _save_predictions(self, plan: RunPlan, predictions: dict[str, np.ndarray]) -> None:
-        _save_npz(self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz", predictions)
+        atomic_save_npz(
+            self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz", predictions
+        )
+
+    @staticmethod
+    def _predictions_path(folder: Path, plan: RunPlan) -> Path:
+        return folder / "checkpoints" / plan.slug / "test_predictions.npz"
 
     @staticmethod
     def _load_predictions(folder: Path, plan: RunPlan) -> dict[str, np.ndarray]:
-        path = folder / "checkpoints" / plan.slug / "test_predictions.npz"
+        path = Benchmark._predictions_path(folder, plan)
         if not path.is_file():
             return {}
         with np.load(path, allow_pickle=False) as z:
@@ -427,6 +564,12 @@ class Benchmark:
                     "train_seconds_so_far": r.train_seconds_so_far,
                     "learning_rate": r.learning_rate,
                     "skipped_steps": r.skipped_steps,
+                    "cpu_seconds": r.cpu_seconds,
+                    "others_utilisation": r.others_utilisation,
+                    "share": r.share,
+                    "cpu_utilisation": r.cpu_utilisation,
+                    "load_average": r.load_average,
+                    "gpu_utilisation": r.gpu_utilisation,
                 }
                 for r in fit.history
             ],
@@ -474,14 +617,6 @@ class Benchmark:
             plot_curves(self.results, self.output_dir / "curves.png")
         except Exception as exc:  # a plot must never cost the results
             log.warning("could not draw curves.png: %s", exc)
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def source_fingerprint(objects: Sequence[Any]) -> str:
@@ -544,9 +679,13 @@ class BaselineCache:
             registry.get(kind, str(results["config"][kind]["name"])).factory
             for kind in ("dataset", "backbone", "head")
         ]
+        resolved = results.get("resolved") or {}
+        # auto precision resolves differently per machine, and numpy draws the data order
+        config["trainer.precision"] = resolved.get("precision", config.get("trainer.precision"))
         identity = {
             "config": config,
-            "versions": {k: versions.get(k) for k in ("mtbench", "tensorflow", "keras")},
+            "device_class": resolved.get("device_class"),
+            "versions": {k: versions.get(k) for k in ("mtbench", "tensorflow", "keras", "numpy")},
             "source": source_fingerprint([model_module.MultiTaskModel, *plugins]),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -562,13 +701,18 @@ class BaselineCache:
         return run, Benchmark._load_predictions(self.folder, plan)
 
     def put(self, plan: RunPlan, run: dict[str, Any], predictions: dict[str, np.ndarray]) -> None:
-        _save_npz(self.folder / "checkpoints" / plan.slug / "test_predictions.npz", predictions)
+        atomic_save_npz(
+            self.folder / "checkpoints" / plan.slug / "test_predictions.npz", predictions
+        )
         atomic_write_json(self.folder / f"{plan.slug}.json", run)
 
 
 def _timing(fit: FitResult) -> dict[str, Any]:
     return {
         "epoch_seconds": fit.epoch_seconds,
+        "seconds_per_epoch": fit.seconds_per_epoch,
+        "steps": fit.steps,
+        "steps_per_epoch": fit.steps_per_epoch,
         "train_seconds": fit.train_seconds,
         "images_per_second": fit.images_per_second,
         "trace_seconds": fit.trace_seconds,

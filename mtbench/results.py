@@ -58,6 +58,8 @@ from typing import Any
 
 import numpy as np
 
+from mtbench.io import atomic_write_bytes
+
 SCHEMA = "mtbench.results/1"
 
 DELTA_M_FORMULA = (
@@ -188,11 +190,28 @@ def task_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def seconds_per_epoch(run: Mapping[str, Any]) -> float | None:
+    """A run's training seconds per full epoch (a step rate, so an epoch cut short by a budget or
+    a target is not averaged in as if whole); older files: the mean of their epoch seconds."""
+    timing = run.get("timing") or {}
+    if "seconds_per_epoch" in timing:
+        return timing["seconds_per_epoch"]
+    epochs = timing.get("epoch_seconds") or []
+    return float(np.mean(epochs)) if epochs else None
+
+
+def _share(run: Mapping[str, Any]) -> str:
+    load = run.get("load") or {}
+    if load.get("share") is None:
+        return "n/a"
+    return f"{100 * load['share']:.0f}" + (" (busy)" if load.get("flagged") else "")
+
+
 def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per run: selection, cost and where it ran."""
     headers = [
-        "run", "best epoch", "s/epoch", "images/s", "train s", "trace s", "eval s",
-        "peak MiB", "precision", "device",
+        "run", "best epoch", "steps", "s/epoch", "images/s", "train s", "machine share %",
+        "trace s", "eval s", "peak MiB", "precision", "device",
     ]  # fmt: skip
     rows = []
     for run in results["runs"]:
@@ -200,14 +219,16 @@ def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             rows.append([run["name"], "failed", *["n/a"] * (len(headers) - 2)])
             continue
         timing = run["timing"]
-        epochs = timing["epoch_seconds"]
+        per_epoch = seconds_per_epoch(run)
         rows.append(
             [
-                run["name"],
+                run["name"] + (" (cached)" if run.get("reused_from") else ""),
                 str(run["best_epoch"]),
-                f"{np.mean(epochs):.2f}" if epochs else "n/a",
+                str(timing.get("steps", "n/a")),
+                f"{per_epoch:.2f}" if per_epoch is not None else "n/a",
                 f"{timing['images_per_second']:.0f}",
                 f"{timing['train_seconds']:.1f}",
+                _share(run),
                 f"{timing['trace_seconds']:.2f}",
                 f"{timing['eval_seconds'] + timing['test_seconds']:.1f}",
                 f"{run['peak_memory_mb']:.0f}",
@@ -216,6 +237,44 @@ def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return headers, rows
+
+
+def precision_text(results: Mapping[str, Any]) -> str:
+    """The precision used, how it was chosen, and whether it is native here."""
+    requested = results["config"]["trainer"]["precision"]
+    resolved = results.get("resolved")
+    if not resolved:
+        return f"precision {requested}"
+    text = f"precision {resolved['precision']}"
+    if requested == "auto":
+        text += " (chosen by trainer.precision=auto)"
+    if not resolved.get("precision_native", True):
+        text += ", **emulated on this hardware (slow)**"
+    return text
+
+
+def cost_lines(results: Mapping[str, Any]) -> list[str]:
+    """The load-robust cost ratio and the runs whose wall-clock time the machine's load
+    distorted, as Markdown lines."""
+    lines = []
+    cost = (results.get("comparison") or {}).get("cost")
+    if cost:
+        singles = ", ".join(f"{t} {r:.2f}x" for t, r in cost["joint_over_single"].items())
+        lines += [
+            f"**Load-robust cost: a joint step costs {cost['joint_over_singles']:.2f}x the sum of "
+            f"the single-task steps** (against each single-task step: {singles}). Measured as the "
+            f"{cost['method']}; load that comes and goes affects every run alike, so this ratio "
+            "holds on a busy machine where s/epoch does not.",
+            "",
+        ]
+    flagged = [r for r in results["runs"] if (r.get("load") or {}).get("flagged")]
+    if flagged:
+        lines += ["**Busy machine:** the wall-clock times of these runs are not comparable with "
+                  "the others' (machine share % is the part of the machine other processes left "
+                  "to the run while it trained):", ""]  # fmt: skip
+        lines += [f"- `{r['name']}`: " + "; ".join(r["load"]["reasons"]) for r in flagged]
+        lines.append("")
+    return lines
 
 
 def _table(table: tuple[list[str], list[list[str]]], fmt: str) -> str:
@@ -258,7 +317,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"weighting `{names['weighting']}` (single-task baselines: plain loss). "
         f"Trainer: {trainer['optimizer']}, learning rate {trainer['learning_rate']} "
         f"({trainer['schedule']} schedule), batch {trainer['batch_size']}, "
-        f"{trainer['epochs']} epochs, precision {trainer['precision']}; seed {config['seed']}. "
+        f"{trainer['epochs']} epochs, {precision_text(results)}; seed {config['seed']}. "
         "The full config is in results.json.",
         "",
         "## Test accuracy",
@@ -267,6 +326,10 @@ def render_report(results: Mapping[str, Any]) -> str:
         "validation top-1 accuracy over the run's tasks); the test split is used only here.",
         "",
     ]
+    if not results["runs"]:
+        lines[-4:] = ["No run has finished yet: there are no numbers to report."]
+        lines += _environment_lines(env)
+        return "\n".join(lines)
     lines.append(_table(task_table(results), "github"))
     comparison = results.get("comparison")
     if comparison:
@@ -285,10 +348,24 @@ def render_report(results: Mapping[str, Any]) -> str:
     if failed:
         lines += ["", "## Failed runs", ""]
         lines += [f"- `{run['name']}`: {run['error']}" for run in failed]
+    budget = results.get("budget")
+    if budget:
+        lines += [
+            "",
+            "## Equal-budget mode",
+            "",
+            f"Every run trained for {budget['time_budget_s']:g} s of wall-clock training time "
+            "(at most trainer.epochs epochs), with the learning-rate schedule following the "
+            "budget. Steps per run: "
+            + ", ".join(f"`{name}` {steps}" for name, steps in budget["steps"].items())
+            + ". The steps a run gets depend on its step cost and on the machine's load "
+            "(see machine share below): these results are load-dependent.",
+        ]
     targets = [run for run in results["runs"] if run.get("time_to_target") is not None]
     if config["benchmark"].get("target"):
         lines += ["", "## Time to target", "", f"Target (validation top-1): "
-                  f"{config['benchmark']['target']}.", ""]  # fmt: skip
+                  f"{config['benchmark']['target']}. Times are wall-clock training seconds and "
+                  "depend on the machine's load (see machine share below).", ""]  # fmt: skip
         reached = {run["name"]: run["time_to_target"] for run in targets}
         for run in results["runs"]:
             hit = reached.get(run["name"])
@@ -297,16 +374,27 @@ def render_report(results: Mapping[str, Any]) -> str:
                 + (f"epoch {hit['epoch']}, {hit['train_seconds']:.1f} s of training" if hit else
                    "not reached")
             )  # fmt: skip
+    lines += ["", "## Cost", ""]
+    lines += cost_lines(results)
     lines += [
-        "",
-        "## Cost",
-        "",
         _table(run_table(results), "github"),
         "",
-        "s/epoch and images/s count training steps only, from the first touch of an epoch's data "
-        "to the end of its last step; tracing the step (trace s) and validation plus test "
-        "(eval s) are measured apart. Peak MiB is the process's resident-memory high-water mark "
-        "during the run. curves.png plots validation accuracy against training time.",
+        "s/epoch is train s divided by the steps run, times the steps of a full epoch; "
+        "images/s and train s count training steps only, from the first touch of an epoch's "
+        "data to the end of its last step (wall clock: they depend on the machine's load); "
+        "tracing the step (trace s) and validation plus test (eval s) are measured apart. "
+        "Machine share % is the part of the cores' capacity that other processes left to the "
+        "run while it trained (100 on an idle machine; see mtbench.cost). Peak MiB is the "
+        "process's resident-memory high-water mark during the run.",
+    ]
+    if any(run.get("history") for run in results["runs"]):
+        lines += ["", "curves.png plots validation accuracy per epoch and against training time."]
+    lines += _environment_lines(env)
+    return "\n".join(lines)
+
+
+def _environment_lines(env: Mapping[str, Any]) -> list[str]:
+    return [
         "",
         "## Environment",
         "",
@@ -315,15 +403,13 @@ def render_report(results: Mapping[str, Any]) -> str:
         + f"; git commit {env['git_commit'] or 'unknown'}.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def plot_curves(results: Mapping[str, Any], path: Path) -> bool:
     """Time-to-accuracy curves: each run's validation top-1 accuracy per task against its
     training seconds (evaluation time excluded), one panel per task. Written atomically; returns
     whether there was anything to plot."""
-    import os
-    import tempfile
+    import io
 
     import matplotlib
 
@@ -334,24 +420,33 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> bool:
     tasks = list(dict.fromkeys(t for r in runs for t in r["tasks"]))
     if not tasks:
         return False
-    figure, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
-    for axis, task in zip(axes[0], tasks, strict=True):
+    figure, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7.2), squeeze=False)
+    for column, task in enumerate(tasks):
         for run in runs:
             if task not in run["tasks"]:
                 continue
+            busy = bool((run.get("load") or {}).get("flagged"))
+            style = {"marker": "o", "markersize": 3, "linestyle": "--" if busy else "-"}
+            label = run["name"] + (" (busy machine)" if busy else "")
+            epochs = [h["epoch"] for h in run["history"]]
             seconds = [h["train_seconds_so_far"] for h in run["history"]]
             accuracy = [100 * h["val"][task]["accuracy"] for h in run["history"]]
-            axis.plot(seconds, accuracy, marker="o", markersize=3, label=run["name"])
-        axis.set(title=task, xlabel="training time (s)", ylabel="validation top-1 (%)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+            axes[0][column].plot(epochs, accuracy, label=label, **style)
+            axes[1][column].plot(seconds, accuracy, label=label, **style)
+        axes[0][column].set(title=task, xlabel="epoch", ylabel="validation top-1 (%)")
+        axes[1][column].set(
+            xlabel="training time (s, wall clock: depends on load)",
+            ylabel="validation top-1 (%)",
+        )
+        for axis in axes[:, column]:
+            axis.set_ylim(bottom=0)
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize="small")
     figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        figure.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        figure.savefig(buffer, format="png", dpi=110)
     finally:
         plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
     return True

@@ -17,6 +17,17 @@ Timing rules (the same for every run):
 - ``train_seconds``: the sum of ``epoch_seconds``; ``images_per_second``: training images
   processed divided by ``train_seconds``.
 - ``eval_seconds``: validation after each epoch, measured apart from training.
+- ``seconds_per_epoch``: ``train_seconds / steps * steps_per_epoch``, a rate, so that an epoch cut
+  short by a time budget or a target is not averaged in as if it were whole.
+
+Wall-clock seconds depend on what else the machine runs. Each epoch also records the process's
+CPU seconds, the part of the machine other processes used meanwhile, its share (see
+:func:`mtbench.hardware.machine_share`) and the load average, so that a run whose time was
+inflated by other processes can be recognised (:mod:`mtbench.protocol` flags it).
+
+In equal-budget mode (``time_budget_s``) the learning-rate schedule runs on the fraction of the
+budget spent (or of ``epochs``, whichever is further along), so it anneals fully by the end of
+the budget whatever the step rate.
 
 A NaN or infinite loss or gradient stops the run with :class:`NonFiniteError` (the update is not
 applied, the last checkpoint is kept); ``skip_nonfinite_steps`` skips and counts such steps.
@@ -38,8 +49,9 @@ import tensorflow as tf
 from mtbench import checkpoint
 from mtbench.config import TrainerConfig
 from mtbench.data import Split
+from mtbench.hardware import gpu_utilisation, machine_share, sample_machine
 from mtbench.model import MultiTaskModel
-from mtbench.optim import learning_rate, make_optimizer
+from mtbench.optim import BudgetSchedule, learning_rate, make_optimizer
 from mtbench.pipeline import Augmentation, EpochBatches
 from mtbench.weighting import GradientWeighting, LossWeighting, Weighting
 
@@ -74,6 +86,13 @@ class EpochRecord:
     train_seconds_so_far: float
     learning_rate: float
     skipped_steps: int = 0
+    #: how much of the machine the epoch's training got (see :func:`hardware.machine_share`)
+    cpu_seconds: float | None = None
+    others_utilisation: float | None = None
+    share: float | None = None
+    cpu_utilisation: float | None = None
+    load_average: float | None = None
+    gpu_utilisation: float | None = None
 
 
 @dataclass
@@ -90,10 +109,22 @@ class FitResult:
     time_to_target: dict[str, Any] | None = None
     skipped_steps: int = 0
     resumed_from: dict[str, Any] | None = None
+    steps_per_epoch: int = 0
 
     @property
     def epoch_seconds(self) -> list[float]:
         return [record.seconds for record in self.history]
+
+    @property
+    def steps(self) -> int:
+        return int(sum(record.steps for record in self.history))
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Training seconds per full epoch: the step rate times the steps of an epoch."""
+        if not self.steps or not self.steps_per_epoch:
+            return None
+        return self.train_seconds / self.steps * self.steps_per_epoch
 
     @property
     def train_seconds(self) -> float:
@@ -197,6 +228,9 @@ class Trainer:
         self._train_call: Any = None
         self._predict: Any = None
         self._epoch_started = 0.0
+        self._epoch_machine: dict[str, float | None] = {}
+        self._budget_progress: tf.Variable | None = None
+        self.batches: EpochBatches | None = None
         self.trace_seconds = 0.0
 
     # ------------------------------------------------------------------------------ the losses
@@ -400,6 +434,10 @@ class Trainer:
                 config.epochs,
                 config.warmup_epochs,
             )
+            if self.budget.time_budget_s is not None and not isinstance(rate, float):
+                # the schedule runs on the fraction of the budget spent, set between calls
+                self._budget_progress = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+                rate = BudgetSchedule(rate, steps_per_epoch * config.epochs, self._budget_progress)
             self.optimizer = make_optimizer(
                 config.optimizer.value,
                 rate,
@@ -489,7 +527,7 @@ class Trainer:
                 f"({len(train)} images); lower trainer.batch_size or raise dataset.train_limit."
             )
         batches = self.prepare(train)
-        result = FitResult()
+        result = FitResult(steps_per_epoch=batches.steps_per_epoch)
         best_weights: list[np.ndarray] | None = None
         best_score, epoch, first_batch, partial_seconds = -np.inf, 1, 0, 0.0
         if resume:
@@ -555,7 +593,13 @@ class Trainer:
         start = time.perf_counter()
         self._trace(batches)
         self.trace_seconds = time.perf_counter() - start
+        self.batches = batches
         return batches
+
+    def step_iterator(self, batches: EpochBatches, epoch: int = 1) -> Any:
+        """An endless iterator over ``batches`` (epoch ``epoch``'s order, repeated) for
+        :meth:`run_steps`, distributed like training batches."""
+        return iter(self._distribute(batches.dataset(epoch).repeat()))
 
     def train_epoch(self, batches: EpochBatches, epoch: int) -> float:
         """Train one whole epoch of ``batches`` (after :meth:`prepare`); return its seconds."""
@@ -602,26 +646,34 @@ class Trainer:
         bar.update(first_batch)
         budget = self.budget.time_budget_s
         spent = result.train_seconds
+        steps_before = (epoch - 1) * total
         stopped = None
-        tick = self._epoch_started = time.perf_counter()
+        start = sample_machine()
+        tick = self._epoch_started = start.wall
         iterator = iter(self._distribute(batches.dataset(epoch, first_batch)))
         done = first_batch
-        while done < total:
-            count = min(self.config.steps_per_call, total - done)
-            self._train_call(iterator, tf.constant(count, tf.int64))
-            done = int(self._steps.numpy())  # reads back: the call's work has finished
-            bar.update(done - bar.n)
-            if self._failed.numpy():
-                bar.close()
-                raise NonFiniteError(self._nonfinite_message(epoch, done))
-            if done % 25 < count or done == total:
-                bar.set_postfix(self._mean_losses(), refresh=False)
-            if budget is not None and spent + time.perf_counter() - tick >= budget:
-                stopped = "time_budget"
-                break
-        seconds = time.perf_counter() - tick
-        bar.close()
-        return seconds, stopped
+        try:
+            while done < total:
+                count = min(self.config.steps_per_call, total - done)
+                if self._budget_progress is not None and budget is not None:
+                    elapsed = (spent + time.perf_counter() - tick) / budget
+                    by_steps = (steps_before + done) / (total * self.config.epochs)
+                    self._budget_progress.assign(min(max(elapsed, by_steps), 1.0))
+                self._train_call(iterator, tf.constant(count, tf.int64))
+                done = int(self._steps.numpy())  # reads back: the call's work has finished
+                bar.update(done - bar.n)
+                if self._failed.numpy():
+                    raise NonFiniteError(self._nonfinite_message(epoch, done))
+                if done % 25 < count or done == total:
+                    bar.set_postfix(self._mean_losses(), refresh=False)
+                if budget is not None and spent + time.perf_counter() - tick >= budget:
+                    stopped = "time_budget"
+                    break
+        finally:
+            bar.close()  # before any message, so that it is not glued to the bar's line
+        end = sample_machine()
+        self._epoch_machine = machine_share(start, end) | {"gpu_utilisation": gpu_utilisation()}
+        return end.wall - tick, stopped
 
     def _record(
         self, epoch: int, val: dict[str, dict[str, float]], seconds: float, result: FitResult
@@ -630,6 +682,7 @@ class Trainer:
         skipped = int(self._skipped.numpy())
         applied = max(steps - skipped, 1)
         weights = self._weight_sum.numpy() / applied
+        machine = self._epoch_machine
         assert self.optimizer is not None
         return EpochRecord(
             epoch=epoch,
@@ -644,6 +697,12 @@ class Trainer:
             train_seconds_so_far=result.train_seconds + seconds,
             learning_rate=float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
             skipped_steps=skipped,
+            cpu_seconds=machine.get("cpu_seconds"),
+            others_utilisation=machine.get("others_utilisation"),
+            share=machine.get("share"),
+            cpu_utilisation=machine.get("cpu_utilisation"),
+            load_average=machine.get("load_average"),
+            gpu_utilisation=machine.get("gpu_utilisation"),
         )
 
     def _check_target(self, record: EpochRecord, result: FitResult) -> None:
@@ -655,6 +714,7 @@ class Trainer:
                 "epoch": record.epoch,
                 "train_seconds": record.train_seconds_so_far,
                 "target": dict(target),
+                "load_dependent": True,  # wall-clock seconds: see the epochs' machine share
             }
             if self.budget.stop_at_target:
                 result.stopped_by = "target"

@@ -6,7 +6,6 @@ import functools
 import hashlib
 import http.server
 import io
-import json
 import os
 import pickle
 import shutil
@@ -19,7 +18,7 @@ import pytest
 import synthetic_cifar
 from helpers import run_mtbench
 
-from mtbench.data import DatasetError, stratified_split
+from mtbench.data import DatasetError, stratified_split, stratified_subset
 from mtbench_plugins.datasets.cifar100 import Cifar100
 from mtbench_plugins.datasets.cifar100_formats import FINE_TO_COARSE
 
@@ -243,6 +242,47 @@ def test_stratified_split_allocates_by_largest_remainder():
     assert len(rest) == 89 and not set(picked) & set(rest)
 
 
+def _shuffled_labels(per_class: int, classes: int = 100) -> np.ndarray:
+    labels = np.repeat(np.arange(classes), per_class)
+    np.random.default_rng(7).shuffle(labels)
+    return labels
+
+
+@pytest.mark.parametrize("limit", [10, 50, 150])
+def test_the_classes_that_get_an_extra_example_are_drawn_at_random(limit):
+    labels = _shuffled_labels(7)
+    picked = {seed: stratified_subset(labels, limit, seed) for seed in (0, 1)}
+    np.testing.assert_array_equal(stratified_subset(labels, limit, 0), picked[0])
+    extra = {}
+    for seed, indices in picked.items():
+        counts = np.bincount(labels[indices], minlength=100)
+        assert counts.sum() == limit and counts.max() - counts.min() <= 1
+        extra[seed] = np.flatnonzero(counts > limit // 100)
+        assert len(extra[seed]) == limit % 100
+        # not the lowest class indices, and from both halves of the range
+        assert extra[seed].tolist() != list(range(limit % 100))
+        assert extra[seed].min() < 50 <= extra[seed].max()
+    assert extra[0].tolist() != extra[1].tolist()
+
+
+def test_splits_without_ties_to_break_are_unchanged():
+    """A size that is a multiple of the number of (balanced) classes draws, as before the ties
+    were broken at random, the first ``size / classes`` of a seeded permutation of each class."""
+    labels = _shuffled_labels(7)
+    rng = np.random.default_rng(3)
+    expected = np.sort(
+        np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:2] for c in range(100)])
+    )
+    np.testing.assert_array_equal(stratified_subset(labels, 200, seed=3), expected)
+
+
+@pytest.mark.parametrize("limit", [10, 50])
+def test_a_train_limit_below_the_number_of_classes_spans_the_classes(npz_root, limit):
+    data = Cifar100(root=str(npz_root), download=False, val_size=100, train_limit=limit).load()
+    classes = np.unique(data.train.y["fine"])
+    assert len(classes) == limit and classes.tolist() != list(range(limit))
+
+
 # ------------------------------------------------------------------------------------ real data
 @pytest.mark.realdata
 def test_real_cifar100_labels_and_sizes(real_root):
@@ -255,7 +295,7 @@ def test_real_cifar100_labels_and_sizes(real_root):
     np.testing.assert_array_equal(raw.y_train_coarse, FINE_TO_COARSE[raw.y_train_fine])
 
 
-def test_the_cli_reports_missing_data_in_one_message_and_keeps_the_results_file(tmp_path):
+def test_the_cli_reports_missing_data_in_one_message_and_leaves_no_run_directory(tmp_path):
     result = run_mtbench(
         [
             "+experiment=cifar100_mtl",
@@ -268,5 +308,9 @@ def test_the_cli_reports_missing_data_in_one_message_and_keeps_the_results_file(
     assert result.returncode == 1
     assert "mtbench: " in result.stderr and "dataset.download=false" in result.stderr
     assert "cifar-100-python.tar.gz" in result.stderr and "Traceback" not in result.stderr
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["status"] == "failed" and "cifar-100-python.tar.gz" in results["error"]
+    # the message says every way to provide the data offline
+    assert "MTBENCH_DATA_DIR" in result.stderr and "cifar100.npz" in result.stderr
+    # TensorFlow's start-up lines (absl, cuInit) are not shown
+    assert "I0000" not in result.stderr and "cuInit" not in result.stderr
+    # no benchmark started: no directory is left that a leaderboard would count as a failure
+    assert not (tmp_path / "run").exists()

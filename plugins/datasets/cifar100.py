@@ -116,6 +116,16 @@ class Cifar100:
             hierarchy=TaskHierarchy("fine", "coarse", FINE_TO_COARSE.copy()),
         )
 
+    def _offline_help(self) -> str:
+        return (
+            f"Offline: put the official archive ({self.url}) or its extracted "
+            f"{FOLDER}/ folder, or a {NPZ} (np.savez arrays x_train uint8 [50000,32,32,3], "
+            "y_train_fine, y_train_coarse, x_test, y_test_fine, y_test_coarse, fine_label_names, "
+            f"coarse_label_names; see the README's 'Data, offline') in {self.root}, or point "
+            "dataset.root (or $MTBENCH_DATA_DIR, whose cifar100/ subfolder is the default root) "
+            "at the folder that holds one, and add dataset.download=false."
+        )
+
     def read(self) -> RawCifar100:
         """Read the first format found under ``root``, downloading the archive if allowed."""
         if (self.root / NPZ).is_file():
@@ -132,12 +142,14 @@ class Cifar100:
                 )
         elif self.download:
             log.info("downloading CIFAR-100 from %s to %s", self.url, archive)
-            download(self.url, archive, md5=self.md5)
+            try:
+                download(self.url, archive, md5=self.md5)
+            except DatasetError as exc:
+                raise DatasetError(f"{exc} {self._offline_help()}") from exc
         else:
             raise DatasetError(
                 f"no CIFAR-100 found in {self.root} (looked for {NPZ}, {FOLDER}/ and {ARCHIVE}) "
-                f"and dataset.download=false. Download {self.url} and put it at {archive}, or "
-                "set dataset.root to the folder that holds one of these."
+                f"and dataset.download=false. {self._offline_help()}"
             )
         log.info("extracting %s", archive)
         return read_folder(extract_archive(archive, self.root))
