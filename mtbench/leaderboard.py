@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from mtbench.io import atomic_write_text
-from mtbench.results import DELTA_M_FORMULA, SCHEMA
+from mtbench.results import DELTA_M_FORMULA, SCHEMA, seconds_per_epoch
 
 #: Config keys that are not part of a configuration's identity: the seed (the leaderboard's
 #: statistics run over it); the run directory a run resumed from (a resumed run is the same
@@ -135,7 +135,7 @@ class Run:
     joint: dict[str, float]  # task -> joint model's test top-1 accuracy, %
     single: dict[str, float]  # task -> single-task model's test top-1 accuracy, %
     delta_m: float | None  # %
-    seconds_per_epoch: float | None  # joint run, mean over its epochs
+    seconds_per_epoch: float | None  # joint run (results.seconds_per_epoch)
     cost_ratio: float | None  # joint step / sum of single-task steps, interleaved in one process
     train_seconds: float | None  # joint run, all epochs
     git_commit: str | None
@@ -284,7 +284,6 @@ def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Ru
         t: 100 * runs[f"single:{t}"]["test"][t]["accuracy"] for t in tasks if f"single:{t}" in runs
     }
     timing = joint_run["timing"] if joint_run else {}
-    epochs = timing.get("epoch_seconds") or []
     comparison = results.get("comparison") or {}
     loads = {run["name"]: run["load"] for run in results["runs"] if run.get("load")}
     flags = tuple(
@@ -300,7 +299,7 @@ def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Ru
         joint=joint,
         single=single,
         delta_m=comparison.get("delta_m_percent"),
-        seconds_per_epoch=float(np.mean(epochs)) if epochs else None,
+        seconds_per_epoch=seconds_per_epoch(joint_run) if joint_run else None,
         cost_ratio=(comparison.get("cost") or {}).get("joint_over_singles"),
         train_seconds=timing.get("train_seconds"),
         git_commit=(results.get("environment") or {}).get("git_commit"),
@@ -1011,7 +1010,9 @@ def _formulas() -> list[str]:
         "epoch; `joint` is the multitask model, `single` the single-task baseline of that task.",
         "- **delta_m**: computed per run, then summarized over seeds: " + DELTA_M_FORMULA + ".",
         "- **s/epoch (joint)**: the joint run's training wall-clock seconds per epoch (training "
-        "steps only; tracing and evaluation are timed apart), averaged over its epochs. "
+        "steps only; tracing and evaluation are timed apart): its training seconds divided by "
+        "the steps it ran, times the steps of a full epoch (older results: the mean of its "
+        "epochs' seconds). "
         "Load-dependent: it grows with whatever else the machine runs (see `load`); compare it "
         "only between runs trained one at a time on the same hardware.",
         "- **joint/singles step cost**: `comparison.cost.joint_over_singles` of results.json = "
@@ -1020,9 +1021,10 @@ def _formulas() -> list[str]:
         "so that machine load slows both sides alike (load-robust); summarized over seeds like "
         "every number. Below 1: one joint model trains faster than all single-task models.",
         "- **load**: `flagged: seed k` when a training run of that seed was flagged in "
-        "results.json (`load.flagged`: its process got a small share of the CPU, "
-        "cpu_share = process CPU seconds / (wall seconds · usable cores), or a share unlike its "
-        "sibling runs'); the run directories and reasons are in the notes. `n/a`: not recorded.",
+        "results.json (`load.flagged`: other processes used more than 20% of the machine while "
+        "it trained, i.e. its machine share = 1 − others' share of the usable cores' capacity "
+        "was below 80%, or more than 15 points below a sibling run's; see mtbench.cost); the "
+        "run directories and reasons are in the notes. `n/a`: not recorded.",
         "- **paired difference** to the reference row: d_s = x_row,s − x_reference,s for every "
         "seed s both rows have, then the mean and interval below over the n paired seeds.",
         "- **rank**: by mean delta_m over at least two seeds; other rows are not ranked.",

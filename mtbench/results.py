@@ -8,6 +8,11 @@ finished)::
      "error": null | "<message>",                  # why the benchmark failed or stopped
      "config": {...},                              # the full resolved config
      "environment": {...},                         # library versions, git commit, machine
+     "resolved": {"precision": "mixed_bfloat16",   # what trainer.precision resolved to
+                  "precision_native": true,        # false: emulated by this hardware (slow)
+                  "device_class": "CPU AMD EPYC [avx2 avx512f avx512_bf16 ...]"},
+     "budget": null | {"time_budget_s": 60.0, "steps": {"<run>": 123}, "load_dependent": true,
+                       "note": "..."},            # equal-budget mode only
      "runs": [{"name": "single:fine" | "single:coarse" | "joint", "tasks": [...],
                "weighting": "<plugin>" | "plain loss",
                "status": "complete" | "failed",     # failed: a NaN/Inf loss or gradient
@@ -16,17 +21,29 @@ finished)::
                "best_epoch": 1,                    # selected on validation, 1-based
                "val": {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
                "stopped_by": "epochs" | "time_budget" | "target",
-               "time_to_target": null | {"epoch": 1, "train_seconds": 0.0, "target": {...}},
+               "time_to_target": null | {"epoch": 1, "train_seconds": 0.0, "target": {...},
+                                         "load_dependent": true},
                "skipped_steps": 0,                 # non-finite steps skipped (if allowed)
                "resumed_from": null | {"epoch": 1, "batch": 0},
                "reused_from": "<folder>",          # only for a baseline from the cache
                "history": [{"epoch": 1, "train_loss": {...}, "loss_weights": {...},
                             "val": {...}, "seconds": 0.0, "steps": 0,
                             "train_seconds_so_far": 0.0, "learning_rate": 0.0,
-                            "skipped_steps": 0}],
+                            "skipped_steps": 0,
+                            # the machine during the epoch's training (mtbench.hardware):
+                            "cpu_seconds": 0.0, "others_utilisation": 0.0, "share": 1.0,
+                            "cpu_utilisation": 0.5, "load_average": 1.0,
+                            "gpu_utilisation": null}],
                "timing": {"epoch_seconds": [...], "train_seconds": 0.0,
+                          "seconds_per_epoch": 0.0,   # train_seconds / steps * steps_per_epoch
+                          "steps": 0, "steps_per_epoch": 0,
                           "images_per_second": 0.0, "trace_seconds": 0.0,
                           "eval_seconds": 0.0, "test_seconds": 0.0},
+               "load": {"wall_seconds": 0.0, "cpu_seconds": 0.0,
+                        "share": 1.0,                  # machine share over the run (mtbench.cost)
+                        "lowest_epoch_share": 1.0, "load_average": 1.0,
+                        "gpu_utilisation": null,
+                        "flagged": false, "reasons": []},  # flagged: times not comparable
                "parameters": 0, "peak_memory_mb": 0.0, "peak_memory_scope": "run" | "process",
                "peak_device_memory_mb": null | 0.0, "device": "...",
                "distribution": {"strategy": "default", "replicas": 1}, "precision": "..."}],
@@ -37,7 +54,11 @@ finished)::
          "tasks": {"<task>": {"single": 0.0, "joint": 0.0, "delta_percent": 0.0}},
          "hierarchy": null | {"child": "fine", "parent": "coarse"},
          "hierarchy_consistency": null | 0.0,        # joint model
-         "hierarchy_consistency_single": null | 0.0  # the two single-task models together
+         "hierarchy_consistency_single": null | 0.0, # the two single-task models together
+         "cost": null | {                            # load-robust (mtbench.cost)
+             "method": "...", "step_seconds": {"<run>": 0.0}, "probe_seconds": 0.0,
+             "joint_over_singles": 0.0,             # joint step / sum of single-task steps
+             "joint_over_single": {"<task>": 0.0}}
      }}
 
 A failed run keeps ``name``, ``tasks``, ``status`` and ``error`` (and ``test`` is null); it is
