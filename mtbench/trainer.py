@@ -215,6 +215,12 @@ class Trainer:
         self.name = name
         with self.strategy.scope():
             self.weighting.setup(self.tasks)
+            if (
+                isinstance(weighting, GradientWeighting)
+                and weighting.gradient_of == "shared_parameters"
+            ):
+                size = sum(int(np.prod(v.shape)) for v in model.shared_variables)
+                weighting.build_gradient_state(size)
         self._writer = tf.summary.create_file_writer(str(logdir)) if logdir else None
         num_tasks = len(self.tasks)
         self._loss_sum = tf.Variable(tf.zeros([num_tasks]), trainable=False)
@@ -231,6 +237,14 @@ class Trainer:
         self._epoch_machine: dict[str, float | None] = {}
         self._budget_progress: tf.Variable | None = None
         self.batches: EpochBatches | None = None
+        self.samples = int(weighting.samples_per_step)
+        if self.samples > 1 and (
+            weighting.gradient_of != "shared_parameters" or weighting.skips_gradients
+        ):
+            raise ValueError(
+                f"{type(weighting).__name__}: samples_per_step > 1 needs gradient_of="
+                "'shared_parameters' and no skipped gradients"
+            )
         self.trace_seconds = 0.0
 
     # ------------------------------------------------------------------------------ the losses
@@ -384,6 +398,46 @@ class Trainer:
             bad_losses, bad_task_grads,
         )  # fmt: skip
 
+    def _sampled_gradients(self, images: tuple, labels: tuple) -> _Step:
+        """Per-task gradients of the shared parameters on each of ``samples`` batches, combined by
+        the method's ``aggregate_samples``; heads get the mean of their own-loss gradients."""
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        shared, heads = self.model.shared_variables, self.model.task_variables
+        scale = self._loss_scale()
+        context = tf.distribute.get_replica_context()
+        all_grads, all_losses, head_sum = [], [], None
+        for sample_images, sample_labels in zip(images, labels, strict=True):
+            tape = tf.GradientTape(persistent=True)
+            forward = self._forward_on_tape(tape, sample_images, sample_labels)
+            all_losses.append(self._global(forward.losses))
+            head_grads = _zeros_for_none(tape.gradient(forward.heads_objective, heads), heads)
+            head_sum = (
+                head_grads
+                if head_sum is None
+                else [a + b for a, b in zip(head_sum, head_grads, strict=True)]
+            )
+            local = tf.stack(
+                [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
+            )
+            all_grads.append(context.all_reduce(tf.distribute.ReduceOp.SUM, local / scale))
+            del tape
+        per_task = tf.stack(all_grads)  # [S, T, P]
+        losses_per_sample = tf.stack(all_losses)  # [S, T]
+        update, weights = weighting.aggregate_samples(per_task, losses_per_sample)
+        shared_grads = _unflatten(update * scale / self._replicas, shared)
+        head_grads = [g / float(self.samples) for g in head_sum]
+        losses = tf.reduce_mean(losses_per_sample, axis=0)
+        bad_losses = tf.logical_not(tf.math.is_finite(losses))
+        bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=[0, 2]))
+        finite = tf.logical_not(tf.reduce_any(bad_losses))
+        if self.precision != "mixed_float16":
+            finite = tf.logical_and(finite, self._all_finite(shared_grads + head_grads))
+        return _Step(
+            shared_grads + head_grads, losses, tf.cast(weights, tf.float32), self._agree(finite),
+            bad_losses, bad_task_grads,
+        )  # fmt: skip
+
     def _fixed_weight_gradients(
         self, images: tf.Tensor, labels: dict[str, tf.Tensor], weights: tf.Tensor
     ) -> _Step:
@@ -485,12 +539,22 @@ class Trainer:
             else:
                 step_with(body, images, labels)
 
+        samples = self.samples
+
         def train_call(iterator: Any, steps: tf.Tensor) -> None:
             for _ in tf.range(steps):
                 if self._failed:
                     break
-                images, labels = next(iterator)
-                one_step(images, labels)
+                if samples == 1:
+                    images, labels = next(iterator)
+                    one_step(images, labels)
+                else:  # several independent batches for one update
+                    drawn = [next(iterator) for _ in range(samples)]
+                    step_with(
+                        self._sampled_gradients,
+                        tuple(d[0] for d in drawn),
+                        tuple(d[1] for d in drawn),
+                    )
 
         self._train_call = tf.function(train_call, reduce_retracing=True)
         self._predict = self._make_predict(example)
@@ -527,7 +591,7 @@ class Trainer:
                 f"({len(train)} images); lower trainer.batch_size or raise dataset.train_limit."
             )
         batches = self.prepare(train)
-        result = FitResult(steps_per_epoch=batches.steps_per_epoch)
+        result = FitResult(steps_per_epoch=self._steps_per_epoch(batches))
         best_weights: list[np.ndarray] | None = None
         best_score, epoch, first_batch, partial_seconds = -np.inf, 1, 0, 0.0
         if resume:
@@ -553,7 +617,7 @@ class Trainer:
             seconds += partial_seconds
             first_batch, partial_seconds = 0, 0.0
             steps = int(self._steps.numpy())
-            result.images_seen += min(steps * config.batch_size, len(train))
+            result.images_seen += min(steps * self.samples * config.batch_size, len(train))
             if stopped:
                 result.stopped_by = stopped
             tick = time.perf_counter()
@@ -589,12 +653,21 @@ class Trainer:
         config = self.config
         augmentation = Augmentation(**asdict(config.augment))
         batches = EpochBatches(train, self.tasks, config.batch_size, self.seed, augmentation)
-        self._build(batches.steps_per_epoch, train)
+        if batches.steps_per_epoch < self.samples:
+            raise ValueError(
+                f"{type(self.weighting).__name__} draws {self.samples} batches per update, but an "
+                f"epoch has only {batches.steps_per_epoch}; lower trainer.batch_size"
+            )
+        self._build(self._steps_per_epoch(batches), train)
         start = time.perf_counter()
         self._trace(batches)
         self.trace_seconds = time.perf_counter() - start
         self.batches = batches
         return batches
+
+    def _steps_per_epoch(self, batches: EpochBatches) -> int:
+        """Updates per epoch: one per batch, or per ``samples`` batches for sampling methods."""
+        return batches.steps_per_epoch // self.samples
 
     def step_iterator(self, batches: EpochBatches, epoch: int = 1) -> Any:
         """An endless iterator over ``batches`` (epoch ``epoch``'s order, repeated) for
@@ -639,7 +712,7 @@ class Trainer:
         self, batches: EpochBatches, epoch: int, first_batch: int, result: FitResult
     ) -> tuple[float, str | None]:
         """Train one epoch from ``first_batch``; return its seconds and why it stopped early."""
-        total = batches.steps_per_epoch
+        total = self._steps_per_epoch(batches)
         bar = _progress_bar(
             total, f"{self.name} epoch {epoch}/{self.config.epochs}", self.config.progress
         )
@@ -650,7 +723,7 @@ class Trainer:
         stopped = None
         start = sample_machine()
         tick = self._epoch_started = start.wall
-        iterator = iter(self._distribute(batches.dataset(epoch, first_batch)))
+        iterator = iter(self._distribute(batches.dataset(epoch, first_batch * self.samples)))
         done = first_batch
         try:
             while done < total:

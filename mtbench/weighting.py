@@ -15,7 +15,13 @@ it needs.
   per-task gradients only on some steps (Nash-MTL's "update every k steps") sets
   ``skips_gradients = True`` and implements :meth:`~GradientWeighting.gradients_needed` and
   :meth:`~GradientWeighting.current_weights`: on the other steps the trainer applies
-  ``sum_t w_t g_t`` with the current weights at the cost of one backward pass.
+  ``sum_t w_t g_t`` with the current weights at the cost of one backward pass. A method that
+  needs several independent batches per update (the double or triple sampling of MoDo and
+  SDMGrad) sets ``samples_per_step = S`` and implements
+  :meth:`~GradientWeighting.aggregate_samples`: each step then draws ``S`` batches, the method
+  gets every batch's per-task gradients ``[S, T, P]`` and losses ``[S, T]``, the heads get the
+  mean over the ``S`` batches of their own task's gradient, and an epoch of ``N`` batches makes
+  ``N // S`` updates (each step costs ``S`` times a one-batch gradient method's).
 
 All tensors are float32 whatever the training precision. Calls happen inside the compiled
 training step, so use TensorFlow operations, not Python branching on tensor values.
@@ -35,6 +41,8 @@ class Weighting(keras.layers.Layer):
     """Base of weighting methods; subclass :class:`LossWeighting` or :class:`GradientWeighting`."""
 
     level: ClassVar[Literal["loss", "gradient"]]
+    #: batches drawn per update (more than one only for gradient methods with aggregate_samples)
+    samples_per_step: ClassVar[int] = 1
 
     def __init__(self, **kwargs: object) -> None:
         kwargs.setdefault("dtype", "float32")  # weights are never computed in low precision
@@ -98,6 +106,16 @@ class GradientWeighting(Weighting):
         ``weights`` are the effective task weights where the method has them (they are logged);
         otherwise any ``[T]`` summary of the combination.
         """
+        raise NotImplementedError
+
+    def build_gradient_state(self, gradient_size: int) -> None:
+        """Create state shaped like the per-task gradients (``[T, gradient_size]``, e.g. MoCo's
+        tracked gradients); called once after :meth:`setup` by the trainer with the number of
+        shared parameters, for ``gradient_of = "shared_parameters"``."""
+
+    def aggregate_samples(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """For ``samples_per_step = S > 1``: combine the per-task gradients of ``S`` independent
+        batches ``[S, T, P]`` (with their losses ``[S, T]``) into ``(update [P], weights [T])``."""
         raise NotImplementedError
 
     def gradients_needed(self) -> tf.Tensor:

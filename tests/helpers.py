@@ -71,3 +71,69 @@ def fake_distribution(site: Path, dist: str, module: str, body: str, entry: str)
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[mtbench.plugins]\n{entry} = {module}\n")
+
+
+def tiny_tasks():
+    """Three tasks of 10, 5 and 3 classes, for tiny training runs."""
+    from mtbench.data import TaskSpec
+
+    return (TaskSpec("a", 10), TaskSpec("b", 5), TaskSpec("c", 3))
+
+
+def tiny_split(size: int, seed: int):
+    """``size`` random 8x8x3 uint8 images with random labels for :func:`tiny_tasks`."""
+    import numpy as np
+
+    from mtbench.data import Split
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(size, 8, 8, 3), dtype=np.uint8)
+    return Split(images, {t.name: rng.integers(0, t.num_classes, size) for t in tiny_tasks()})
+
+
+def train_tiny(
+    config: dict,
+    *,
+    epochs: int = 2,
+    precision: str = "float32",
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+):
+    """Train the joint ``seed_cnn`` model for :func:`tiny_tasks` with the weighting ``config``
+    (two batches of 16 per epoch, or as many as the method draws per update), and check what
+    every method must do: finite losses, weights, state and variables, and a model that moved.
+    Returns ``(weighting, model, result)``."""
+    import numpy as np
+
+    from mtbench import registry
+    from mtbench.config import TrainerConfig
+    from mtbench.model import build_model
+    from mtbench.trainer import Trainer
+
+    tasks = tiny_tasks()
+    model = build_model(
+        {"name": "seed_cnn"}, {"name": "dense"}, tasks, precision=precision, input_shape=(8, 8, 3)
+    )
+    initial = [v.numpy().copy() for v in model.trainable_variables]
+    weighting = registry.build("weighting", config)
+    trainer_config = TrainerConfig(
+        batch_size=16, epochs=epochs, progress=False, checkpoint_every=1 if checkpoint_dir else 0
+    )
+    trainer = Trainer(
+        trainer_config, model, weighting, [t.name for t in tasks], precision=precision, seed=0,
+        checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
+    train = tiny_split(16 * max(2, weighting.samples_per_step), seed=1)
+    result = trainer.fit(train, tiny_split(16, seed=2), resume=resume)
+    assert len(result.history) == epochs
+    for record in result.history:
+        assert all(np.isfinite(v) for v in record.train_loss.values()), record.train_loss
+        assert all(np.isfinite(v) for v in record.weights.values()), record.weights
+    assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+    assert any(
+        not np.array_equal(b, v.numpy())
+        for b, v in zip(initial, model.trainable_variables, strict=True)
+    )
+    for variable in weighting.variables:
+        assert np.isfinite(variable.numpy()).all(), variable.name
+    return weighting, model, result

@@ -47,9 +47,16 @@ def _aggregate(weighting, grads, losses=None):
     grads = tf.constant(np.asarray(grads, np.float32))
     if losses is None:
         losses = tf.ones([grads.shape[0]])
+    losses = tf.constant(losses, tf.float32)
+    if weighting.samples_per_step > 1:  # methods that draw several batches: the same batch
+        grads = tf.stack([grads] * weighting.samples_per_step)
+        losses = tf.stack([losses] * weighting.samples_per_step)
+        function = weighting.aggregate_samples
+    else:
+        function = weighting.aggregate
     if _compiled.get(id(weighting), (None,))[0] is not weighting:
-        _compiled[id(weighting)] = (weighting, tf.function(weighting.aggregate))
-    update, weights = _compiled[id(weighting)][1](grads, tf.constant(losses, tf.float32))
+        _compiled[id(weighting)] = (weighting, tf.function(function))
+    update, weights = _compiled[id(weighting)][1](grads, losses)
     return update.numpy().astype(np.float64), weights.numpy().astype(np.float64)
 
 

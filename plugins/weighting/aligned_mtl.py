@@ -38,6 +38,12 @@ class AlignedMTL(GradientWeighting):
     on the gradients' span, and the update is their sum, ``sum_t (B 1)_t g_t``; the logged
     weights are ``B 1``.
 
+    Against the references: the sum and the cut-off ``eps`` (float32's machine epsilon) follow
+    LibMTL and the authors' code; torchjd's ``AlignedMTL`` averages the aligned gradients (an
+    update ``T`` times smaller) and takes ``eps`` of the input's dtype (float64 input keeps
+    eigenvalues that float32's epsilon drops). ``tests/test_weighting_crosscheck.py`` compares
+    after converting both.
+
     Example:
         ``python -m mtbench weighting=aligned_mtl weighting.scale_mode=median``
     """

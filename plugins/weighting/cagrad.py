@@ -61,7 +61,9 @@ class CAGrad(GradientWeighting):
     gradients) its direction is undefined and ``d = g_0``.
 
     Unlike the authors' code, and like LibMTL, the update is not multiplied by the number of
-    tasks unless ``sum_scale`` is set.
+    tasks unless ``sum_scale`` is set. Where ``g_w`` vanishes mtbench, like the authors' code,
+    returns the mean gradient; torchjd's ``CAGrad`` returns a zero update there (weights 0 when
+    ``|g_w| < 1e-4``). torchjd does not rescale (``rescale=0`` here).
 
     Example:
         ``python -m mtbench weighting=cagrad weighting.c=0.5``

@@ -34,7 +34,7 @@ class FAMOConfig:
 
 @register("weighting", "famo", config=FAMOConfig)
 class FAMO(LossWeighting):
-    """FAMO: Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization",
+    """FAMO: Liu, Feng, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization",
     NeurIPS 2023 (Algorithm 1 and the authors' reference code).
 
     Task logits ``xi`` give ``z = softmax(xi)``. The model minimises

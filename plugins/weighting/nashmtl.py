@@ -44,6 +44,8 @@ class NashMTL(GradientWeighting):
     the strictly convex ``f(a) = a'Ga / 2 - sum_t log a_t``, which is minimised here by damped
     Newton steps in the graph, on ``G / |G|_F`` as in the reference (which runs a sequence of
     convex programs through cvxpy instead). The update's norm is then clipped to ``max_norm``.
+    The logged weights are ``a`` before the clipping (torchjd logs them after it; the updates
+    agree).
 
     With ``update_weights_every = k > 1`` the per-task gradients are computed only every k-th
     step; the others apply the last weights, scaled by that step's clipping factor (the trainer

@@ -1,9 +1,10 @@
 """The cost of each weighting method: one training step of the joint model, measured against ``ew``.
 
-The model is the reference one (``seed_cnn`` backbone, ``dense`` heads for CIFAR-100's fine
-(100) and coarse (20) tasks) under mixed bfloat16, trained by the mtbench trainer (Adam, its
-defaults) on a fixed batch of 128 random uint8 32x32x3 images held in memory, so that only the
-step itself is timed: the forward and backward passes, the method and the update. No XLA.
+The model is the reference one (``seed_cnn`` backbone, ``dense`` heads for CIFAR-100's fine (100)
+and coarse (20) tasks; or, with ``tasks=20``, twenty five-way heads as in CIFAR-100 split into 20
+tasks, every example labelled for every task) under mixed bfloat16, trained by the mtbench trainer
+(Adam, its defaults) on a fixed batch of 128 random uint8 32x32x3 images held in memory, so that
+only the step itself is timed: the forward and backward passes, the method and the update. No XLA.
 
 Every method's step is compiled (and run a few times) first; then each round runs ``per_round``
 steps of every method in turn, in an order rotated from round to round, and records seconds per
@@ -47,6 +48,13 @@ for _module in (
     importlib.import_module(f"mtbench_plugins.weighting.{_module}")
 
 TASKS = (TaskSpec("fine", 100), TaskSpec("coarse", 20))
+
+
+def task_specs(count: int = 2) -> tuple[TaskSpec, ...]:
+    """The reference fine/coarse pair, or ``count`` five-way tasks."""
+    return TASKS if count == 2 else tuple(TaskSpec(f"t{i:02d}", 5) for i in range(count))
+
+
 BATCH_SIZE = 128
 PRECISION = "mixed_bfloat16"
 BASELINE = "ew"
@@ -99,24 +107,25 @@ def methods(selected: Sequence[str] | None = None) -> list[Method]:
     return found
 
 
-def _model() -> MultiTaskModel:
-    return build_model({"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=PRECISION)
+def _model(tasks: Sequence[TaskSpec]) -> MultiTaskModel:
+    return build_model({"name": "seed_cnn"}, {"name": "dense"}, tasks, precision=PRECISION)
 
 
-def _batch() -> Split:
+def _batch(tasks: Sequence[TaskSpec]) -> Split:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(BATCH_SIZE, 32, 32, 3), dtype=np.uint8)
-    return Split(images, {t.name: rng.integers(0, t.num_classes, BATCH_SIZE) for t in TASKS})
+    return Split(images, {t.name: rng.integers(0, t.num_classes, BATCH_SIZE) for t in tasks})
 
 
-def build_step(config: dict[str, Any], warmup: int = 3) -> Callable[[], None]:
+def build_step(config: dict[str, Any], warmup: int = 3, tasks: int = 2) -> Callable[[], None]:
     """One compiled training step of the joint model with this weighting, ready to time."""
-    batch = _batch()
+    specs = task_specs(tasks)
+    batch = _batch(specs)
     trainer = Trainer(
         TrainerConfig(batch_size=BATCH_SIZE, epochs=1, progress=False, checkpoint_every=0),
-        _model(),
+        _model(specs),
         registry.build("weighting", config),
-        [t.name for t in TASKS],
+        [t.name for t in specs],
         precision=PRECISION,
         seed=0,
     )
@@ -151,7 +160,9 @@ def alternate(
     return timings
 
 
-def ratio_table(found: Sequence[Method], timings: Timings, rounds: int, per_round: int) -> str:
+def ratio_table(
+    found: Sequence[Method], timings: Timings, rounds: int, per_round: int, tasks: int = 2
+) -> str:
     """A Markdown table of the median step time and the median per-round ratio to ``ew``."""
     lines = [
         "| method | level | ms per step (median) | ratio to ew (median) | ratio range | target |",
@@ -168,16 +179,17 @@ def ratio_table(found: Sequence[Method], timings: Timings, rounds: int, per_roun
             f"| <= {method.target:.2f}{verdict} |"
         )
     lines.append("")
-    lines.append(machine_note(rounds, per_round))
+    lines.append(machine_note(rounds, per_round, tasks))
     return "\n".join(lines)
 
 
-def machine_note(rounds: int, per_round: int) -> str:
+def machine_note(rounds: int, per_round: int, tasks: int = 2) -> str:
     from mtbench.hardware import cpu_name
 
     devices = ", ".join(d.device_type for d in tf.config.list_physical_devices())
     return (
-        f"One training step of seed_cnn + dense heads (fine, coarse), batch {BATCH_SIZE}, "
+        f"One training step of seed_cnn + dense heads "
+        f"({'fine, coarse' if tasks == 2 else f'{tasks} five-way tasks'}), batch {BATCH_SIZE}, "
         f"{PRECISION}, Adam, no XLA; TensorFlow {tf.__version__}, devices {devices}, CPU "
         f"{cpu_name()} ({os.cpu_count()} cores visible). {rounds} rounds x {per_round} steps "
         "per method, interleaved; ratio = median over rounds of (method / ew in the same round)."

@@ -6,6 +6,7 @@ pytest-benchmark JSON file.
 
 Usage:
     python tests/benchmarks/weighting_ratios.py [--rounds 10] [--per-round 3] [--methods pcgrad]
+    python tests/benchmarks/weighting_ratios.py --tasks 20     # twenty five-way tasks
     python -m pytest tests/benchmarks --benchmark-only --benchmark-json cost.json
     python tests/benchmarks/weighting_ratios.py --from-json cost.json
 """
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=3)
     parser.add_argument("--methods", nargs="*", help="labels to time (default: all); ew always")
     parser.add_argument("--from-json", type=Path, help="a pytest-benchmark JSON file instead")
+    parser.add_argument("--tasks", type=int, default=2, help="2 (fine, coarse) or N five-way")
     args = parser.parse_args()
     if args.from_json:
         print(from_json(args.from_json))
@@ -54,10 +56,10 @@ def main() -> None:
     steps = {}
     for method in found:
         print(f"compiling {method.label} ...", flush=True)
-        steps[method.label] = cost.build_step(method.config)
+        steps[method.label] = cost.build_step(method.config, tasks=args.tasks)
     timings = cost.alternate(steps, args.rounds, args.per_round, report=True)
     print()
-    print(cost.ratio_table(found, timings, args.rounds, args.per_round))
+    print(cost.ratio_table(found, timings, args.rounds, args.per_round, args.tasks))
     worst = max(statistics.median(timings.ratios(m.label)) / m.target for m in found[1:])
     print(f"\nworst ratio / target: {worst:.2f}")
 
