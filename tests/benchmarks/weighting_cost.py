@@ -129,7 +129,14 @@ def build_step(config: dict[str, Any], warmup: int = 3, tasks: int = 2) -> Calla
         precision=PRECISION,
         seed=0,
     )
-    trainer.prepare(batch)
+    # methods that draw several batches per update need that many in an epoch
+    samples = trainer.weighting.samples_per_step
+    trainer.prepare(
+        Split(
+            np.concatenate([batch.x] * samples),
+            {t: np.concatenate([y] * samples) for t, y in batch.y.items()},
+        )
+    )
     labels = {t: tf.constant(y, tf.int64) for t, y in batch.y.items()}
     dataset = tf.data.Dataset.from_tensors((tf.constant(batch.x), labels)).repeat()
     iterator = iter(dataset)
