@@ -178,7 +178,7 @@ class Benchmark:
         }
         self._predictions: dict[str, dict[str, np.ndarray]] = {}
         #: trainers of the runs trained in this process, kept for the interleaved cost probe
-        self._trainers: dict[str, tuple[Trainer, Any]] = {}
+        self._trainers: dict[str, Trainer] = {}
 
     # ---------------------------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
@@ -420,7 +420,7 @@ class Benchmark:
         test_seconds, test_metrics = self._test(trainer, plan, data)
         memory.stop()
         if self._wants_cost():
-            self._trainers[plan.name] = (trainer, None)
+            self._trainers[plan.name] = trainer
         described = self._describe(fit, model, memory, precision, strategy)
         return (
             run
@@ -476,7 +476,7 @@ class Benchmark:
         data, tasks, precision, normalization = setup
         steppers = {}
         for plan in plan_runs(tasks, single_task=True):
-            trainer, _ = self._trainers.get(plan.name, (None, None))
+            trainer = self._trainers.get(plan.name)
             if trainer is None:
                 trainer = self._trainer(plan, data, precision, self.strategy, normalization)
                 batches = trainer.prepare(data.train)
