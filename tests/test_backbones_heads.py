@@ -211,7 +211,11 @@ def test_resnet9_sizes_and_feature_widths():
 
 # ----------------------------------------------------------------- fused batch normalization
 def test_fused_batch_norm_matches_keras_batch_normalization():
-    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 6)), tf.float32)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (8, 5, 5, 6)), tf.float32)
+    # random output weights: with weights constant per channel the input gradient is zero in
+    # exact arithmetic, and comparing two round-offs says nothing about either layer
+    w = tf.constant(rng.normal(size=(8, 5, 5, 6)), tf.float32)
     keras.utils.set_random_seed(0)
     fused = FusedBatchNorm(momentum=0.8, epsilon=1e-3, gamma_initializer="random_normal")
     keras.utils.set_random_seed(0)
@@ -224,11 +228,14 @@ def test_fused_batch_norm_matches_keras_batch_normalization():
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, training=True)
-            loss = tf.reduce_sum(y * tf.range(6, dtype=tf.float32))
+            loss = tf.reduce_sum(y * w)
         grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
         results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(x)])
     for a, b in zip(*results, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        # float32 round-off, relative to the largest value compared (both sides sum terms of
+        # that size in different orders)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)))
 
 
 # ------------------------------------------------------------------------------- mlp head

@@ -1,7 +1,9 @@
 """Every registered weighting trains the joint ``seed_cnn`` model for a few real steps.
 
-The run is tiny (8x8 images, three tasks, mixed bfloat16) so that every method, present and
-future, is covered in seconds: a method registered anywhere shows up in ``list_plugins``.
+The run is tiny (8x8 images, three tasks, float32) so that every method, present and future, is
+covered in seconds: a method registered anywhere shows up in ``list_plugins``. One method per
+code path of the trainer also trains in mixed bfloat16 (emulated, and several times slower, on
+CPUs without native bfloat16, so not every method).
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ MODULES = sorted(
     }
 )
 
-PRECISION = "mixed_bfloat16"
+PRECISION = "float32"
+# One method per code path of the trainer, for the mixed-precision run.
+MIXED_PRECISION = [
+    ("uw", {}),  # loss level, trainable weighting variables
+    ("famo", {}),  # losses after the update
+    ("pcgrad", {}),  # per-task gradients of the shared parameters
+    ("mgda", {"upper_bound": True}),  # gradients of the features
+    ("nashmtl", {"update_weights_every": 2}),  # steps without per-task gradients
+    ("modo", {}),  # three batches per update
+]
 # Options that switch a method onto another code path of the trainer.
 VARIANTS = [
     ("famo", {"update": "next_batch"}),  # no losses after the update
@@ -39,14 +50,19 @@ VARIANTS = [
 ]
 
 
-def _train(config: dict) -> tuple[Weighting, MultiTaskModel, object]:
-    """Three epochs in mixed bfloat16 (DWA's formula is used in the third)."""
-    return train_tiny(config, epochs=3, precision=PRECISION)
+def _train(config: dict, precision: str = PRECISION) -> tuple[Weighting, MultiTaskModel, object]:
+    """Three epochs (DWA's formula is used in the third)."""
+    return train_tiny(config, epochs=3, precision=precision)
 
 
 @pytest.mark.parametrize("name", mtbench.list_plugins("weighting"))
 def test_every_registered_weighting_trains_the_joint_model(name):
     _train({"name": name})  # checks finite losses, weights and state, and a model that moved
+
+
+@pytest.mark.parametrize("name,options", MIXED_PRECISION, ids=[m[0] for m in MIXED_PRECISION])
+def test_each_code_path_trains_in_mixed_bfloat16(name, options):
+    _train({"name": name, **options}, precision="mixed_bfloat16")
 
 
 @pytest.mark.parametrize("name,options", VARIANTS, ids=[v[0] for v in VARIANTS])
