@@ -321,13 +321,25 @@ class Trainer:
             local = tf.reduce_sum(slopes * tf.stack(shares)) + objective / self._replicas
             local = self._scale(local + self._regularization_share())
         grads = tape.gradient(local, variables)
+        return self._step(grads, losses, weights)
+
+    def _step(
+        self,
+        grads: list[tf.Tensor],
+        losses: tf.Tensor,
+        weights: tf.Tensor,
+        bad_task_grads: tf.Tensor | None = None,
+    ) -> _Step:
+        """The step's result, with whether every replica found its losses and update finite."""
         bad_losses = tf.logical_not(tf.math.is_finite(losses))
         finite = tf.logical_not(tf.reduce_any(bad_losses))
         if self.precision != "mixed_float16":  # float16 overflow is the loss scaler's business
             finite = tf.logical_and(finite, self._all_finite(grads))
+        if bad_task_grads is None:
+            bad_task_grads = tf.zeros_like(bad_losses)
         return _Step(
             grads, losses, tf.cast(weights, tf.float32), self._agree(finite), bad_losses,
-            tf.zeros_like(bad_losses),
+            bad_task_grads,
         )  # fmt: skip
 
     def _forward_on_tape(
@@ -388,15 +400,8 @@ class Trainer:
                 g if e is None else g + e for g, e in zip(shared_grads, extra, strict=True)
             ]
         del tape
-        bad_losses = tf.logical_not(tf.math.is_finite(losses))
         bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=1))
-        finite = tf.logical_not(tf.reduce_any(bad_losses))
-        if self.precision != "mixed_float16":
-            finite = tf.logical_and(finite, self._all_finite(shared_grads + head_grads))
-        return _Step(
-            shared_grads + head_grads, losses, tf.cast(weights, tf.float32), self._agree(finite),
-            bad_losses, bad_task_grads,
-        )  # fmt: skip
+        return self._step(shared_grads + head_grads, losses, weights, bad_task_grads)
 
     def _sampled_gradients(self, images: tuple, labels: tuple) -> _Step:
         """Per-task gradients of the shared parameters on each of ``samples`` batches, combined by
@@ -428,15 +433,8 @@ class Trainer:
         shared_grads = _unflatten(update * scale / self._replicas, shared)
         head_grads = [g / float(self.samples) for g in head_sum]
         losses = tf.reduce_mean(losses_per_sample, axis=0)
-        bad_losses = tf.logical_not(tf.math.is_finite(losses))
         bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=[0, 2]))
-        finite = tf.logical_not(tf.reduce_any(bad_losses))
-        if self.precision != "mixed_float16":
-            finite = tf.logical_and(finite, self._all_finite(shared_grads + head_grads))
-        return _Step(
-            shared_grads + head_grads, losses, tf.cast(weights, tf.float32), self._agree(finite),
-            bad_losses, bad_task_grads,
-        )  # fmt: skip
+        return self._step(shared_grads + head_grads, losses, weights, bad_task_grads)
 
     def _fixed_weight_gradients(
         self, images: tf.Tensor, labels: dict[str, tf.Tensor], weights: tf.Tensor
@@ -454,14 +452,7 @@ class Trainer:
         head_grads = tape.gradient(forward.heads_objective, heads)
         del tape
         losses = self._global(forward.losses)
-        bad_losses = tf.logical_not(tf.math.is_finite(losses))
-        finite = tf.logical_not(tf.reduce_any(bad_losses))
-        if self.precision != "mixed_float16":
-            finite = tf.logical_and(finite, self._all_finite(shared_grads + head_grads))
-        return _Step(
-            shared_grads + head_grads, losses, weights, self._agree(finite), bad_losses,
-            tf.zeros_like(bad_losses),
-        )  # fmt: skip
+        return self._step(shared_grads + head_grads, losses, weights)
 
     def _apply(self, grads: list[tf.Tensor], images: tf.Tensor, labels: dict, losses: tf.Tensor):
         """Apply the update (per replica); give methods that ask the losses after it."""
