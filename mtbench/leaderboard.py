@@ -47,7 +47,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from mtbench.io import atomic_write_text
+from mtbench.io import atomic_write_bytes, atomic_write_text
 from mtbench.results import DELTA_M_FORMULA, SCHEMA, seconds_per_epoch
 
 #: Config keys that are not part of a configuration's identity: the seed (the leaderboard's
@@ -1220,14 +1219,9 @@ def _from_start(high: float) -> tuple[float, float]:
 
 def atomic_save_figure(figure: Any, path: Path) -> None:
     """Save ``figure`` as PNG so that readers see the old complete file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------- output

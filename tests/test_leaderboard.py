@@ -352,6 +352,21 @@ def test_plots_are_written_atomically_and_dropped_when_they_would_be_empty(sweep
 
 
 # ---------------------------------------------------------------- ranking and paired comparison
+def test_every_file_gets_the_mode_the_umask_gives(sweep, tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        write_leaderboard([sweep], tmp_path / "out")
+    finally:
+        os.umask(previous)
+    written = sorted((tmp_path / "out").iterdir())
+    assert {p.suffix for p in written} == {".md", ".csv", ".png"}
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
 def _index(board) -> dict:
     return {
         (row.identity["weighting.name"], row.identity["trainer.learning_rate"]): index
