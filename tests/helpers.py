@@ -137,3 +137,36 @@ def train_tiny(
     for variable in weighting.variables:
         assert np.isfinite(variable.numpy()).all(), variable.name
     return weighting, model, result
+
+
+def weighting_for(name: str, num_tasks: int, **options):
+    """The weighting plugin ``name`` with ``options``, set up for ``num_tasks`` tasks."""
+    from mtbench import registry
+
+    weighting = registry.build("weighting", {"name": name, **options})
+    weighting.setup([f"task{t}" for t in range(num_tasks)])
+    return weighting
+
+
+_compiled: dict[int, tuple[object, object]] = {}
+
+
+def aggregate(weighting, grads, losses=None):
+    """``weighting.aggregate`` in a ``tf.function`` (traced once per weighting and shape),
+    float32 in, float64 numpy out. A method that draws several batches per update gets the same
+    batch each time."""
+    import numpy as np
+    import tensorflow as tf
+
+    grads = tf.constant(np.asarray(grads, np.float32))
+    losses = tf.constant(np.ones(grads.shape[0]) if losses is None else losses, tf.float32)
+    if weighting.samples_per_step > 1:
+        grads = tf.stack([grads] * weighting.samples_per_step)
+        losses = tf.stack([losses] * weighting.samples_per_step)
+        function = weighting.aggregate_samples
+    else:
+        function = weighting.aggregate
+    if _compiled.get(id(weighting), (None,))[0] is not weighting:
+        _compiled[id(weighting)] = (weighting, tf.function(function))
+    update, weights = _compiled[id(weighting)][1](grads, losses)
+    return update.numpy().astype(np.float64), weights.numpy().astype(np.float64)

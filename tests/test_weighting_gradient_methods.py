@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import aggregate, weighting_for
 from scipy.optimize import minimize
 
 import mtbench
@@ -33,33 +34,6 @@ SYMMETRIC = ["aligned_mtl", "cagrad", "gradnorm", "imtl", "mgda", "nashmtl", "up
 NON_NEGATIVE = ["cagrad", "graddrop", "gradnorm", "gradvac", "mgda", "nashmtl", "pcgrad", "upgrad"]
 
 
-def _method(name: str, num_tasks: int, **options):
-    weighting = registry.build("weighting", {"name": name, **options})
-    weighting.setup([f"task{t}" for t in range(num_tasks)])
-    return weighting
-
-
-_compiled: dict[int, tuple[object, object]] = {}
-
-
-def _aggregate(weighting, grads, losses=None):
-    """``weighting.aggregate`` in a ``tf.function`` (traced once per weighting and shape)."""
-    grads = tf.constant(np.asarray(grads, np.float32))
-    if losses is None:
-        losses = tf.ones([grads.shape[0]])
-    losses = tf.constant(losses, tf.float32)
-    if weighting.samples_per_step > 1:  # methods that draw several batches: the same batch
-        grads = tf.stack([grads] * weighting.samples_per_step)
-        losses = tf.stack([losses] * weighting.samples_per_step)
-        function = weighting.aggregate_samples
-    else:
-        function = weighting.aggregate
-    if _compiled.get(id(weighting), (None,))[0] is not weighting:
-        _compiled[id(weighting)] = (weighting, tf.function(function))
-    update, weights = _compiled[id(weighting)][1](grads, losses)
-    return update.numpy().astype(np.float64), weights.numpy().astype(np.float64)
-
-
 def _random_grads(num_tasks: int, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.normal(size=(num_tasks, size)) * rng.uniform(0.2, 3.0, size=(num_tasks, 1))
@@ -69,23 +43,23 @@ def _random_grads(num_tasks: int, size: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("name", GRADIENT_METHODS)
 @pytest.mark.parametrize("num_tasks", [2, 4])
 def test_update_and_weights_are_finite(name, num_tasks):
-    weighting = _method(name, num_tasks)
+    weighting = weighting_for(name, num_tasks)
     for grads in (
         _random_grads(num_tasks, 40, seed=num_tasks),
         np.zeros((num_tasks, 40)),  # a stationary point
         np.vstack([np.zeros((1, 40)), _random_grads(num_tasks - 1, 40, seed=1)]),
         np.vstack([_random_grads(1, 40, seed=2)] * num_tasks),  # identical gradients
     ):
-        update, weights = _aggregate(weighting, grads, np.linspace(0.5, 2, num_tasks))
+        update, weights = aggregate(weighting, grads, np.linspace(0.5, 2, num_tasks))
         assert update.shape == (40,) and weights.shape == (num_tasks,)
         assert np.isfinite(update).all() and np.isfinite(weights).all(), (name, grads)
 
 
 @pytest.mark.parametrize("name", NON_NEGATIVE)
 def test_weights_are_non_negative_where_the_method_says_so(name):
-    weighting = _method(name, 4)
+    weighting = weighting_for(name, 4)
     for seed in range(5):
-        _, weights = _aggregate(weighting, _random_grads(4, 30, seed))
+        _, weights = aggregate(weighting, _random_grads(4, 30, seed))
         assert (weights >= -1e-6).all(), (name, weights)
 
 
@@ -93,10 +67,10 @@ def test_weights_are_non_negative_where_the_method_says_so(name):
 def test_symmetric_methods_do_not_depend_on_task_order(name):
     grads = _random_grads(4, 25, seed=3)
     losses = np.array([0.5, 1.0, 1.5, 2.0])
-    update, weights = _aggregate(_method(name, 4), grads, losses)
+    update, weights = aggregate(weighting_for(name, 4), grads, losses)
     for order in ([3, 1, 0, 2], [1, 2, 3, 0]):
-        permuted_update, permuted_weights = _aggregate(
-            _method(name, 4), grads[order], losses[order]
+        permuted_update, permuted_weights = aggregate(
+            weighting_for(name, 4), grads[order], losses[order]
         )
         np.testing.assert_allclose(permuted_update, update, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(permuted_weights, weights[order], rtol=1e-4, atol=1e-5)
@@ -116,22 +90,22 @@ def test_a_mistyped_option_value_names_the_key(name):
 def test_pcgrad_removes_exactly_the_conflicting_component_of_two_gradients():
     g1, g2 = np.array([1.0, 0.0, 1.0]), np.array([-1.0, 2.0, 0.5])
     assert g1 @ g2 < 0
-    pcgrad = _method("pcgrad", 2)
+    pcgrad = weighting_for("pcgrad", 2)
     projected = pcgrad.project(tf.constant(np.stack([g1, g2]), tf.float32)).numpy()
     np.testing.assert_allclose(projected[0], g1 - (g1 @ g2) / (g2 @ g2) * g2, atol=1e-6)
     np.testing.assert_allclose(projected[1], g2 - (g1 @ g2) / (g1 @ g1) * g1, atol=1e-6)
     assert projected[0] @ g2 >= -1e-6 and projected[1] @ g1 >= -1e-6
-    update, _ = _aggregate(pcgrad, [g1, g2])
+    update, _ = aggregate(pcgrad, [g1, g2])
     np.testing.assert_allclose(update, projected.sum(0), atol=1e-6)
 
 
 @pytest.mark.parametrize("num_tasks", [2, 3, 4])
 def test_pcgrad_leaves_non_conflicting_gradients_unchanged(num_tasks):
     grads = np.abs(_random_grads(num_tasks, 10, seed=num_tasks))  # pairwise dot products > 0
-    pcgrad = _method("pcgrad", num_tasks)
+    pcgrad = weighting_for("pcgrad", num_tasks)
     projected = pcgrad.project(tf.constant(grads, tf.float32)).numpy()
     np.testing.assert_allclose(projected, grads, rtol=1e-6)
-    update, weights = _aggregate(pcgrad, grads)
+    update, weights = aggregate(pcgrad, grads)
     np.testing.assert_allclose(update, grads.sum(0), rtol=1e-5)
     np.testing.assert_allclose(weights, np.ones(num_tasks))
 
@@ -139,7 +113,7 @@ def test_pcgrad_leaves_non_conflicting_gradients_unchanged(num_tasks):
 @pytest.mark.parametrize("num_tasks", [3, 4])
 def test_pcgrad_projected_gradient_does_not_conflict_with_the_last_one_it_met(num_tasks):
     grads = _random_grads(num_tasks, 6, seed=7)
-    pcgrad = _method("pcgrad", num_tasks)
+    pcgrad = weighting_for("pcgrad", num_tasks)
     for perm_seed in range(4):
         rng = np.random.default_rng(perm_seed)
         orders = np.stack(
@@ -161,7 +135,7 @@ def test_pcgrad_projected_gradient_does_not_conflict_with_the_last_one_it_met(nu
 def test_pcgrad_random_order_is_reproducible_from_the_seed():
     grads = _random_grads(4, 8, seed=1)
     grads[1] = -grads[0] + 0.3 * grads[1]  # conflicts make the order matter
-    runs = [_aggregate(_method("pcgrad", 4, seed=5), grads) for _ in range(2)]
+    runs = [aggregate(weighting_for("pcgrad", 4, seed=5), grads) for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
 
 
@@ -188,7 +162,7 @@ MGDA_CASES = [
 
 @pytest.mark.parametrize("grads", MGDA_CASES, ids=range(len(MGDA_CASES)))
 def test_mgda_returns_the_min_norm_point_of_the_convex_hull(grads):
-    update, weights = _aggregate(_method("mgda", len(grads)), grads)
+    update, weights = aggregate(weighting_for("mgda", len(grads)), grads)
     assert (weights >= -1e-7).all() and abs(weights.sum() - 1) < 1e-5
     np.testing.assert_allclose(update, weights @ grads, atol=1e-6)
     grid = _simplex_grid(len(grads), 2000 if len(grads) == 2 else 300)
@@ -203,10 +177,10 @@ def test_mgda_returns_the_min_norm_point_of_the_convex_hull(grads):
 
 
 def test_mgda_upper_bound_asks_for_feature_gradients_and_normalization_keeps_raw_gradients():
-    assert _method("mgda", 2).gradient_of == "shared_parameters"
-    assert _method("mgda", 2, upper_bound=True).gradient_of == "features"
+    assert weighting_for("mgda", 2).gradient_of == "shared_parameters"
+    assert weighting_for("mgda", 2, upper_bound=True).gradient_of == "features"
     grads = np.array([[10.0, 0.0], [0.0, 1.0]])
-    update, weights = _aggregate(_method("mgda", 2, normalization="l2"), grads)
+    update, weights = aggregate(weighting_for("mgda", 2, normalization="l2"), grads)
     np.testing.assert_allclose(weights, [0.5, 0.5], atol=1e-6)  # equal once normalised
     np.testing.assert_allclose(update, [5.0, 0.5], atol=1e-5)  # applied to the raw gradients
 
@@ -215,7 +189,7 @@ def test_mgda_upper_bound_asks_for_feature_gradients_and_normalization_keeps_raw
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
 def test_cagrad_with_c_zero_is_the_mean_gradient(num_tasks):
     grads = _random_grads(num_tasks, 12, seed=num_tasks)
-    update, weights = _aggregate(_method("cagrad", num_tasks, c=0.0), grads)
+    update, weights = aggregate(weighting_for("cagrad", num_tasks, c=0.0), grads)
     np.testing.assert_allclose(update, grads.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(weights, np.full(num_tasks, 1 / num_tasks), atol=1e-6)
 
@@ -230,7 +204,7 @@ def test_cagrad_solves_its_dual_and_stays_in_the_ball_around_the_mean(num_tasks,
     grads = _random_grads(num_tasks, 15, seed=20 + num_tasks)
     grads[1] = -0.8 * grads[0] + 0.3 * grads[1]  # a conflict
     gram = grads @ grads.T
-    update, _ = _aggregate(_method("cagrad", num_tasks, c=c, rescale=0), grads)
+    update, _ = aggregate(weighting_for("cagrad", num_tasks, c=c, rescale=0), grads)
     g0 = grads.mean(0)
     assert np.linalg.norm(update - g0) <= c * np.linalg.norm(g0) * (1 + 1e-4)
     # the dual optimum, by SciPy from every vertex: ours is at least as good
@@ -253,7 +227,7 @@ def test_cagrad_solves_its_dual_and_stays_in_the_ball_around_the_mean(num_tasks,
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
 def test_imtl_projections_on_every_unit_gradient_are_equal(num_tasks):
     grads = _random_grads(num_tasks, 20, seed=30 + num_tasks)
-    update, weights = _aggregate(_method("imtl", num_tasks), grads)
+    update, weights = aggregate(weighting_for("imtl", num_tasks), grads)
     units = grads / np.linalg.norm(grads, axis=1, keepdims=True)
     projections = units @ update
     np.testing.assert_allclose(projections, projections[0], rtol=1e-4)
@@ -262,7 +236,7 @@ def test_imtl_projections_on_every_unit_gradient_are_equal(num_tasks):
 
 def test_imtl_matches_the_papers_closed_form():
     grads = _random_grads(3, 10, seed=40)
-    _, weights = _aggregate(_method("imtl", 3), grads)
+    _, weights = aggregate(weighting_for("imtl", 3), grads)
     units = grads / np.linalg.norm(grads, axis=1, keepdims=True)
     d, u = grads[0] - grads[1:], units[0] - units[1:]
     rest = grads[0] @ u.T @ np.linalg.inv(d @ u.T)
@@ -274,7 +248,7 @@ def test_upgrad_result_conflicts_with_no_task():
     for num_tasks, seed in [(2, 0), (3, 1), (3, 2), (5, 3), (5, 4)]:
         grads = _random_grads(num_tasks, 8, seed)
         grads[1] = -grads[0] + 0.2 * grads[1]
-        update, weights = _aggregate(_method("upgrad", num_tasks), grads)
+        update, weights = aggregate(weighting_for("upgrad", num_tasks), grads)
         assert (
             grads @ update >= -1e-5 * np.linalg.norm(update) * np.linalg.norm(grads, axis=1)
         ).all()
@@ -283,14 +257,14 @@ def test_upgrad_result_conflicts_with_no_task():
 
 def test_upgrad_is_the_mean_gradient_without_conflicts():
     grads = np.abs(_random_grads(3, 10, seed=5))
-    update, _ = _aggregate(_method("upgrad", 3), grads)
+    update, _ = aggregate(weighting_for("upgrad", 3), grads)
     np.testing.assert_allclose(update, grads.mean(0), rtol=1e-5)
 
 
 def test_upgrad_projections_match_a_generic_solver():
     grads = _random_grads(3, 6, seed=9)
     grads[2] = -grads[0] - 0.5 * grads[1]
-    _, weights = _aggregate(_method("upgrad", 3), grads)
+    _, weights = aggregate(weighting_for("upgrad", 3), grads)
     gram = grads @ grads.T
     gram = gram / np.trace(gram) + 1e-4 * np.eye(3)
     expected = np.zeros(3)
@@ -308,7 +282,7 @@ def test_upgrad_projections_match_a_generic_solver():
 @pytest.mark.parametrize("scale_mode", ["min", "median", "rmse"])
 def test_aligned_gradients_are_orthogonal_with_equal_norms(scale_mode):
     grads = _random_grads(3, 12, seed=50)
-    aligned_mtl = _method("aligned_mtl", 3, scale_mode=scale_mode)
+    aligned_mtl = weighting_for("aligned_mtl", 3, scale_mode=scale_mode)
     b = tf.function(aligned_mtl.alignment)(tf.constant(grads @ grads.T, tf.float32)).numpy()
     aligned = b @ grads
     gram = aligned @ aligned.T
@@ -316,7 +290,7 @@ def test_aligned_gradients_are_orthogonal_with_equal_norms(scale_mode):
     eigenvalues = np.linalg.eigvalsh(grads @ grads.T)
     expected = {"min": eigenvalues[0], "median": eigenvalues[1], "rmse": eigenvalues.mean()}
     np.testing.assert_allclose(gram[0, 0], expected[scale_mode], rtol=1e-4)
-    update, weights = _aggregate(aligned_mtl, grads)
+    update, weights = aggregate(aligned_mtl, grads)
     np.testing.assert_allclose(update, aligned.sum(0), rtol=1e-4, atol=1e-6)
 
 
@@ -325,7 +299,7 @@ def test_aligned_gradients_are_orthogonal_with_equal_norms(scale_mode):
 def test_nashmtl_weights_solve_the_bargaining_equation(num_tasks):
     grads = _random_grads(num_tasks, 20, seed=60 + num_tasks)
     gram = grads @ grads.T
-    update, alpha = _aggregate(_method("nashmtl", num_tasks, max_norm=0.0), grads)
+    update, alpha = aggregate(weighting_for("nashmtl", num_tasks, max_norm=0.0), grads)
     assert (alpha > 0).all()
     np.testing.assert_allclose(gram @ alpha, 1 / alpha, rtol=1e-3)
     np.testing.assert_allclose(update, alpha @ grads, rtol=1e-4, atol=1e-6)
@@ -333,19 +307,19 @@ def test_nashmtl_weights_solve_the_bargaining_equation(num_tasks):
 
 def test_nashmtl_orthogonal_gradients_get_inverse_norm_weights_and_updates_are_clipped():
     grads = np.diag([2.0, 0.5, 4.0])
-    _, alpha = _aggregate(_method("nashmtl", 3, max_norm=0.0), grads)
+    _, alpha = aggregate(weighting_for("nashmtl", 3, max_norm=0.0), grads)
     np.testing.assert_allclose(alpha, [0.5, 2.0, 0.25], rtol=1e-5)
-    update, _ = _aggregate(_method("nashmtl", 3, max_norm=0.1), grads * 100)
+    update, _ = aggregate(weighting_for("nashmtl", 3, max_norm=0.1), grads * 100)
     np.testing.assert_allclose(np.linalg.norm(update), 0.1, rtol=1e-5)
 
 
 def test_nashmtl_update_every_k_steps_reuses_the_last_weights():
-    nashmtl = _method("nashmtl", 2, update_weights_every=3, max_norm=0.0)
-    assert nashmtl.skips_gradients and not _method("nashmtl", 2).skips_gradients
+    nashmtl = weighting_for("nashmtl", 2, update_weights_every=3, max_norm=0.0)
+    assert nashmtl.skips_gradients and not weighting_for("nashmtl", 2).skips_gradients
     needed = tf.function(nashmtl.gradients_needed)
     pattern = [bool(needed()) for _ in range(7)]
     assert pattern == [True, False, False, True, False, False, True]
-    _, alpha = _aggregate(nashmtl, np.diag([2.0, 4.0]))
+    _, alpha = aggregate(nashmtl, np.diag([2.0, 4.0]))
     np.testing.assert_allclose(nashmtl.current_weights().numpy(), alpha, rtol=1e-6)
 
 
@@ -354,7 +328,7 @@ def test_gradvac_first_step_is_pcgrad_and_later_steps_reach_the_target_similarit
     grads = np.array([[1.0, 0.0, 1.0], [-1.0, 2.0, 0.5]])
     gram = tf.constant(grads @ grads.T, tf.float32)
     orders = tf.constant([[1], [0]])
-    gradvac, pcgrad = _method("gradvac", 2, beta=0.5), _method("pcgrad", 2)
+    gradvac, pcgrad = weighting_for("gradvac", 2, beta=0.5), weighting_for("pcgrad", 2)
     coefficients, target = gradvac.coefficients(gram, orders, tf.zeros([2, 2]))
     np.testing.assert_allclose(coefficients, pcgrad.coefficients(gram, orders), atol=1e-6)
     phi = grads[0] @ grads[1] / np.prod(np.linalg.norm(grads, axis=1))
@@ -369,16 +343,16 @@ def test_gradvac_first_step_is_pcgrad_and_later_steps_reach_the_target_similarit
 
 
 def test_gradvac_keeps_its_targets_between_steps():
-    gradvac = _method("gradvac", 3)
+    gradvac = weighting_for("gradvac", 3)
     grads = _random_grads(3, 9, seed=70)
-    _aggregate(gradvac, grads)
+    aggregate(gradvac, grads)
     target = gradvac.target.numpy()
     assert np.allclose(np.diag(target), 0) and not np.allclose(target, 0)
 
 
 # --------------------------------------------------------------------------------- GradDrop
 def test_graddrop_keeps_agreeing_signs_and_one_sign_per_conflicting_element():
-    graddrop = _method("graddrop", 3)
+    graddrop = weighting_for("graddrop", 3)
     grads = np.array([[1.0, -2.0, 3.0, -1.0], [2.0, -1.0, -3.0, 2.0], [0.5, -0.5, 1.0, 1.0]])
     for seed in range(5):
         draws = tf.random.stateless_uniform([4], seed=[seed, 0])
@@ -395,7 +369,7 @@ def test_graddrop_keeps_agreeing_signs_and_one_sign_per_conflicting_element():
 
 
 def test_graddrop_keeps_a_sign_with_probability_its_purity():
-    graddrop = _method("graddrop", 2)
+    graddrop = weighting_for("graddrop", 2)
     grads = np.repeat([[3.0], [-1.0]], 4000, axis=1)  # purity P = (1 + 2/4) / 2 = 0.75
     draws = tf.random.stateless_uniform([4000], seed=[1, 2])
     update, _ = graddrop.drop(tf.constant(grads, tf.float32), draws)
@@ -405,13 +379,13 @@ def test_graddrop_keeps_a_sign_with_probability_its_purity():
 
 def test_graddrop_with_full_leak_is_the_sum():
     grads = _random_grads(3, 10, seed=80)
-    update, _ = _aggregate(_method("graddrop", 3, leak=1.0), grads)
+    update, _ = aggregate(weighting_for("graddrop", 3, leak=1.0), grads)
     np.testing.assert_allclose(update, grads.sum(0), rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------- GradNorm
 def test_gradnorm_lowers_the_weight_of_the_larger_gradient():
-    gradnorm = _method("gradnorm", 3, weight_lr=0.05)
+    gradnorm = weighting_for("gradnorm", 3, weight_lr=0.05)
     grads = np.array([[4.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     step = tf.function(gradnorm.aggregate)
     for _ in range(20):
@@ -422,7 +396,7 @@ def test_gradnorm_lowers_the_weight_of_the_larger_gradient():
 
 
 def test_gradnorm_favours_the_task_that_trains_slower():
-    gradnorm = _method("gradnorm", 2, weight_lr=0.05, alpha=1.5)
+    gradnorm = weighting_for("gradnorm", 2, weight_lr=0.05, alpha=1.5)
     step = tf.function(gradnorm.aggregate)
     grads = tf.constant(np.eye(2), tf.float32)
     step(grads, tf.constant([1.0, 1.0]))  # the initial losses

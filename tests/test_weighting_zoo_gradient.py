@@ -34,8 +34,7 @@ import itertools
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from helpers import train_tiny
+from helpers import aggregate, train_tiny, weighting_for
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy.optimize import least_squares
@@ -50,24 +49,6 @@ for _name in NAMES:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _method(name: str, num_tasks: int, **options):
-    weighting = registry.build("weighting", {"name": name, **options})
-    weighting.setup([f"task{t}" for t in range(num_tasks)])
-    return weighting
-
-
-_compiled: dict[int, tuple[object, object]] = {}
-
-
-def _aggregate(weighting, grads, losses=None):
-    """``weighting.aggregate`` in a ``tf.function``, float32 in, float64 numpy out."""
-    grads = tf.constant(np.asarray(grads, np.float32))
-    if losses is None:
-        losses = np.ones(grads.shape[0])
-    if _compiled.get(id(weighting), (None,))[0] is not weighting:
-        _compiled[id(weighting)] = (weighting, tf.function(weighting.aggregate))
-    update, weights = _compiled[id(weighting)][1](grads, tf.constant(losses, tf.float32))
-    return update.numpy().astype(np.float64), weights.numpy().astype(np.float64)
 
 
 def _close(actual, expected, rtol=1e-5):
@@ -237,7 +218,7 @@ def cr_mogm_reference(grad_steps, alpha=0.9) -> list[tuple[np.ndarray, np.ndarra
 @pytest.mark.parametrize("num_tasks,case", CASES, ids=CASE_IDS)
 def test_fairgrad_matches_the_reference_solve(num_tasks, case, alpha):
     grads = _f32(_cases(num_tasks, seed=num_tasks)[case])
-    update, weights = _aggregate(_method("fairgrad", num_tasks, alpha=alpha), grads)
+    update, weights = aggregate(weighting_for("fairgrad", num_tasks, alpha=alpha), grads)
     expected_update, expected_weights = fairgrad_reference(grads, alpha)
     rtol = 1e-4 if case == "parallel" else 1e-5  # G is nearly singular there
     _close(weights, expected_weights, rtol)
@@ -249,7 +230,7 @@ def test_fairgrad_matches_the_reference_solve(num_tasks, case, alpha):
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
 def test_fairgrad_with_a_zero_gradient_solves_the_other_tasks_system(num_tasks):
     grads = _f32(_zero_case(num_tasks, seed=10 + num_tasks))
-    update, weights = _aggregate(_method("fairgrad", num_tasks, alpha=2.0), grads)
+    update, weights = aggregate(weighting_for("fairgrad", num_tasks, alpha=2.0), grads)
     assert np.isfinite(update).all() and np.isfinite(weights).all()
     expected_update, expected_weights = fairgrad_reference(grads[:-1], 2.0)
     _close(weights[:-1], expected_weights)
@@ -260,10 +241,10 @@ def test_fairgrad_with_a_zero_gradient_solves_the_other_tasks_system(num_tasks):
 def test_fairgrad_with_alpha_one_is_nash_mtl_and_alpha_zero_the_mean():
     importlib.import_module("mtbench_plugins.weighting.nashmtl")
     grads = _f32(_cases(3, seed=20)["conflicting"])
-    _, fair = _aggregate(_method("fairgrad", 3, alpha=1.0), grads)
-    _, nash = _aggregate(_method("nashmtl", 3, max_norm=0.0), grads)
+    _, fair = aggregate(weighting_for("fairgrad", 3, alpha=1.0), grads)
+    _, nash = aggregate(weighting_for("nashmtl", 3, max_norm=0.0), grads)
     _close(fair, nash, 1e-4)
-    update, weights = _aggregate(_method("fairgrad", 3, alpha=0.0), grads)
+    update, weights = aggregate(weighting_for("fairgrad", 3, alpha=0.0), grads)
     _close(update, grads.mean(0))
     _close(weights, np.full(3, 1 / 3))
 
@@ -272,7 +253,7 @@ def test_fairgrad_larger_alpha_favours_the_worst_off_task():
     grads = _f32(_cases(3, seed=21)["random"])
     worst = []
     for alpha in (0.5, 1.0, 2.0, 8.0):
-        update, _ = _aggregate(_method("fairgrad", 3, alpha=alpha), grads)
+        update, _ = aggregate(weighting_for("fairgrad", 3, alpha=alpha), grads)
         utilities = grads @ (update / np.linalg.norm(update))
         worst.append(utilities.min())
     assert worst == sorted(worst)
@@ -286,14 +267,14 @@ def test_moco_matches_the_reference_over_several_steps(num_tasks, options):
     cases = list(_cases(num_tasks, seed=30 + num_tasks).values()) + [_zero_case(num_tasks, 31)]
     grad_steps = [_f32(c) for c in cases]
     loss_steps = [rng.uniform(0.2, 3.0, num_tasks).astype(np.float32) for _ in grad_steps]
-    moco = _method("moco", num_tasks, **options)
+    moco = weighting_for("moco", num_tasks, **options)
     expected = moco_reference(
         grad_steps, [loss.astype(np.float64) for loss in loss_steps], **options
     )
     for grads, losses, (expected_update, expected_weights) in zip(
         grad_steps, loss_steps, expected, strict=True
     ):
-        update, weights = _aggregate(moco, grads, losses)
+        update, weights = aggregate(moco, grads, losses)
         _close(weights, expected_weights)
         _close(update, expected_update)
         assert abs(weights.sum() - 1) < 1e-6 and (weights > 0).all()
@@ -302,21 +283,21 @@ def test_moco_matches_the_reference_over_several_steps(num_tasks, options):
 def test_moco_first_step_uses_the_rescaled_gradients():
     grads = _f32([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
     losses = np.array([2.0, 0.5], np.float32)
-    update, weights = _aggregate(_method("moco", 2, beta=1.0), grads, losses)
+    update, weights = aggregate(weighting_for("moco", 2, beta=1.0), grads, losses)
     rescaled = np.array([[1.2, 1.6, 0.0], [0.0, 0.0, 0.5]])  # L_t g_t / |g_t|
     _close(update, weights @ rescaled)
 
 
 def test_moco_keeps_its_state_in_weights_given_the_gradient_size():
     grads = [_f32(c) for c in _cases(3, seed=40).values()]
-    original = _method("moco", 3)
+    original = weighting_for("moco", 3)
     for step in grads[:3]:
-        _aggregate(original, step)
-    copy = _method("moco", 3)
+        aggregate(original, step)
+    copy = weighting_for("moco", 3)
     copy.build_gradient_state(grads[0].shape[1])
     for target, source in zip(copy.variables, original.variables, strict=True):
         target.assign(source)
-    np.testing.assert_array_equal(_aggregate(copy, grads[3])[0], _aggregate(original, grads[3])[0])
+    np.testing.assert_array_equal(aggregate(copy, grads[3])[0], aggregate(original, grads[3])[0])
     with pytest.raises(ValueError, match="shared parameters changed"):
         copy.build_gradient_state(5)
 
@@ -325,7 +306,7 @@ def test_moco_keeps_its_state_in_weights_given_the_gradient_size():
 @pytest.mark.parametrize("num_tasks,case", CASES, ids=CASE_IDS)
 def test_dualproj_matches_the_reference_projection(num_tasks, case):
     grads = _f32(_cases(num_tasks, seed=50 + num_tasks)[case])
-    update, weights = _aggregate(_method("dualproj", num_tasks), grads)
+    update, weights = aggregate(weighting_for("dualproj", num_tasks), grads)
     expected_update, expected_weights = dualproj_reference(grads)
     _close(weights, expected_weights)
     _close(update, expected_update)
@@ -335,11 +316,11 @@ def test_dualproj_matches_the_reference_projection(num_tasks, case):
 def test_dualproj_with_a_zero_gradient_and_a_preference(num_tasks):
     grads = _f32(_zero_case(num_tasks, seed=60 + num_tasks))
     grads[1] = -grads[0] + 0.2 * grads[1]
-    update, weights = _aggregate(_method("dualproj", num_tasks), grads)
+    update, weights = aggregate(weighting_for("dualproj", num_tasks), grads)
     _close(update, dualproj_reference(grads)[0])
     preference = {"task0": 3.0, "task1": 0.5}
     u = np.array([preference.get(f"task{t}", 1.0) for t in range(num_tasks)]) / num_tasks
-    update, weights = _aggregate(_method("dualproj", num_tasks, preference=preference), grads)
+    update, weights = aggregate(weighting_for("dualproj", num_tasks, preference=preference), grads)
     expected_update, expected_weights = dualproj_reference(grads, u)
     _close(weights, expected_weights)
     _close(update, expected_update)
@@ -348,20 +329,20 @@ def test_dualproj_with_a_zero_gradient_and_a_preference(num_tasks):
 def test_dualproj_result_conflicts_with_no_task_beyond_the_regularisation():
     for num_tasks, seed in [(2, 0), (3, 1), (3, 2), (5, 3), (5, 4)]:
         grads = _f32(_cases(num_tasks, seed)["conflicting"])
-        update, weights = _aggregate(_method("dualproj", num_tasks), grads)
+        update, weights = aggregate(weighting_for("dualproj", num_tasks), grads)
         assert (weights >= 1 / num_tasks - 1e-7).all()
         # KKT of the regularised problem: (G/tr + reg_eps I) w >= 0, so <g_t, d> >= -reg_eps tr w_t
         bound = -1e-4 * np.trace(grads @ grads.T) * weights
         slack = 1e-5 * np.linalg.norm(update) * np.linalg.norm(grads, axis=1)
         assert (grads @ update >= bound - slack).all()
     grads = _f32(_cases(3, seed=5)["conflicting"])
-    update, _ = _aggregate(_method("dualproj", 3, reg_eps=1e-9), grads)
+    update, _ = aggregate(weighting_for("dualproj", 3, reg_eps=1e-9), grads)
     assert (grads @ update >= -1e-6 * np.linalg.norm(update) * np.linalg.norm(grads, axis=1)).all()
 
 
 def test_dualproj_is_the_mean_gradient_without_conflicts():
     grads = _f32(np.abs(_cases(4, seed=6)["random"]))
-    update, weights = _aggregate(_method("dualproj", 4), grads)
+    update, weights = aggregate(weighting_for("dualproj", 4), grads)
     _close(update, grads.mean(0))
     _close(weights, np.full(4, 0.25))
 
@@ -370,7 +351,7 @@ def test_dualproj_is_the_mean_gradient_without_conflicts():
 @pytest.mark.parametrize("num_tasks,case", CASES, ids=CASE_IDS)
 def test_config_matches_the_reference(num_tasks, case):
     grads = _f32(_cases(num_tasks, seed=70 + num_tasks)[case])
-    update, weights = _aggregate(_method("config", num_tasks), grads)
+    update, weights = aggregate(weighting_for("config", num_tasks), grads)
     rtol = 1e-4 if case == "parallel" else 1e-5
     _close(update, config_reference(grads), rtol)
     _close(weights @ grads, update, rtol)
@@ -379,19 +360,19 @@ def test_config_matches_the_reference(num_tasks, case):
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
 def test_config_with_a_zero_gradient_and_a_preference(num_tasks):
     grads = _f32(_zero_case(num_tasks, seed=80 + num_tasks))
-    update, weights = _aggregate(_method("config", num_tasks), grads)
+    update, weights = aggregate(weighting_for("config", num_tasks), grads)
     _close(update, config_reference(grads))
     assert weights[-1] == 0.0
     preference = {"task1": 2.5}
     wanted = np.array([preference.get(f"task{t}", 1.0) for t in range(num_tasks)])
-    update, _ = _aggregate(_method("config", num_tasks, preference=preference), grads)
+    update, _ = aggregate(weighting_for("config", num_tasks, preference=preference), grads)
     _close(update, config_reference(grads, wanted))
 
 
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
 def test_config_is_conflict_free_with_equal_projections_on_the_unit_gradients(num_tasks):
     grads = _f32(_cases(num_tasks, seed=90 + num_tasks)["conflicting"])
-    update, _ = _aggregate(_method("config", num_tasks), grads)
+    update, _ = aggregate(weighting_for("config", num_tasks), grads)
     cosines = grads @ update / (np.linalg.norm(grads, axis=1) * np.linalg.norm(update))
     assert (cosines > 0).all()
     _close(cosines, np.full(num_tasks, cosines[0]), 1e-4)
@@ -402,7 +383,7 @@ def test_config_is_conflict_free_with_equal_projections_on_the_unit_gradients(nu
 def test_config_of_parallel_gradients_is_their_sum():
     base = np.random.default_rng(7).normal(size=10)
     grads = _f32(np.outer([0.5, 2.0, 1.0], base))
-    update, _ = _aggregate(_method("config", 3), grads)
+    update, _ = aggregate(weighting_for("config", 3), grads)
     _close(update, grads.sum(0))
 
 
@@ -413,11 +394,11 @@ def test_cr_mogm_matches_the_moving_average_of_mgda_weights(num_tasks, alpha):
     cases = _cases(num_tasks, seed=100 + num_tasks)
     grad_steps = [_f32(cases[c]) for c in ("random", "conflicting", "1000x", "random")]
     grad_steps.append(_f32(_zero_case(num_tasks, seed=101)))
-    cr_mogm = _method("cr_mogm", num_tasks, alpha=alpha)
+    cr_mogm = weighting_for("cr_mogm", num_tasks, alpha=alpha)
     for grads, (expected_update, expected_weights) in zip(
         grad_steps, cr_mogm_reference(grad_steps, alpha), strict=True
     ):
-        update, weights = _aggregate(cr_mogm, grads)
+        update, weights = aggregate(cr_mogm, grads)
         _close(weights, expected_weights, 1e-5)
         _close(update, expected_update, 1e-5)
         assert abs(weights.sum() - 1) < 1e-6 and (weights >= 0).all()
@@ -427,15 +408,16 @@ def test_cr_mogm_is_mgda_on_its_first_step_and_keeps_its_state_in_weights():
     importlib.import_module("mtbench_plugins.weighting.mgda")
     grads = [_f32(c) for c in _cases(3, seed=110).values()]
     _close(
-        _aggregate(_method("cr_mogm", 3), grads[0])[1], _aggregate(_method("mgda", 3), grads[0])[1]
+        aggregate(weighting_for("cr_mogm", 3), grads[0])[1],
+        aggregate(weighting_for("mgda", 3), grads[0])[1],
     )
-    original = _method("cr_mogm", 3)
+    original = weighting_for("cr_mogm", 3)
     for step in grads[:3]:
-        _aggregate(original, step)
-    copy = _method("cr_mogm", 3)
+        aggregate(original, step)
+    copy = weighting_for("cr_mogm", 3)
     for target, source in zip(copy.variables, original.variables, strict=True):
         target.assign(source)
-    np.testing.assert_array_equal(_aggregate(copy, grads[3])[1], _aggregate(original, grads[3])[1])
+    np.testing.assert_array_equal(aggregate(copy, grads[3])[1], aggregate(original, grads[3])[1])
 
 
 # --------------------------------------------------------------------------- every method
@@ -445,7 +427,7 @@ def test_agreeing_gradients_give_the_common_direction(name):
     config; fairgrad and moco keep the direction (their lengths follow from G and the losses)."""
     g = np.random.default_rng(8).normal(size=10)
     grads = _f32(np.stack([g] * 3))
-    update, _ = _aggregate(_method(name, 3), grads)
+    update, _ = aggregate(weighting_for(name, 3), grads)
     expected = {"dualproj": g, "cr_mogm": g, "config": 3 * g}.get(name)
     if expected is not None:
         _close(update, _f32(expected))
@@ -456,7 +438,7 @@ def test_agreeing_gradients_give_the_common_direction(name):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("num_tasks", [2, 5])
 def test_finite_on_zero_and_identical_gradients(name, num_tasks):
-    weighting = _method(name, num_tasks)
+    weighting = weighting_for(name, num_tasks)
     rng = np.random.default_rng(num_tasks)
     for grads in (
         rng.normal(size=(num_tasks, 20)),
@@ -464,7 +446,7 @@ def test_finite_on_zero_and_identical_gradients(name, num_tasks):
         np.vstack([rng.normal(size=(num_tasks - 1, 20)), np.zeros((1, 20))]),
         np.stack([rng.normal(size=20)] * num_tasks),
     ):
-        update, weights = _aggregate(weighting, grads, np.linspace(0.5, 2, num_tasks))
+        update, weights = aggregate(weighting, grads, np.linspace(0.5, 2, num_tasks))
         assert update.shape == (20,) and weights.shape == (num_tasks,)
         assert np.isfinite(update).all() and np.isfinite(weights).all(), (name, grads)
 
@@ -473,9 +455,11 @@ def test_finite_on_zero_and_identical_gradients(name, num_tasks):
 def test_the_result_does_not_depend_on_task_order(name):
     grads = _f32(_cases(4, seed=9)["conflicting"])
     losses = np.array([0.5, 1.0, 1.5, 2.0])
-    update, weights = _aggregate(_method(name, 4), grads, losses)
+    update, weights = aggregate(weighting_for(name, 4), grads, losses)
     order = [3, 1, 0, 2]
-    permuted_update, permuted_weights = _aggregate(_method(name, 4), grads[order], losses[order])
+    permuted_update, permuted_weights = aggregate(
+        weighting_for(name, 4), grads[order], losses[order]
+    )
     _close(permuted_update, update, 1e-5)
     _close(permuted_weights, weights[order], 1e-5)
 
@@ -496,7 +480,7 @@ def test_a_wrong_option_value_names_the_key_and_the_config_round_trips(name):
 @pytest.mark.parametrize("name", ["dualproj", "config"])
 def test_a_preference_naming_no_task_is_refused(name):
     with pytest.raises(ValueError, match=r"weighting\.preference names tasks \['fnie'\]"):
-        _method(name, 2, preference={"fnie": 2.0})
+        weighting_for(name, 2, preference={"fnie": 2.0})
     with pytest.raises(ValueError, match=r"^weighting\.preference="):
         registry.build("weighting", {"name": name, "preference": {"task0": -1.0}})
 
