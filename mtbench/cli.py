@@ -130,6 +130,9 @@ def _remove_unstarted(output_dir: Path) -> None:
         return
     logging.shutdown()  # closes the log file before its folder goes
     shutil.rmtree(output_dir, ignore_errors=True)
+    parent = output_dir.parent  # Hydra's default nests runs in a folder per day
+    if parent != Path.cwd() and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
 
 
 def _explain_compose_error(argv: Sequence[str]) -> str | None:

@@ -272,6 +272,9 @@ def test_a_refused_config_is_one_line_and_leaves_no_run_directory(tmp_path):
     assert "mtbench: trainer.epochs=0 is out of range: it must be >= 1" in result.stderr
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr
     assert not (tmp_path / "run").exists()
+    # with Hydra's default run directory, the day's folder does not stay behind empty either
+    result = run_mtbench(["+experiment=cifar100_mtl", "trainer.epochs=0"], cwd=tmp_path)
+    assert result.returncode == 2 and not list((tmp_path / "outputs").glob("*"))
 
 
 def test_a_mistyped_key_lists_the_valid_keys(tmp_path):
