@@ -1,8 +1,9 @@
 """mtbench: a plugin-based benchmark framework for multitask learning.
 
-Plugins register with :func:`register`; the registry is read with :func:`get_plugin`,
-:func:`list_plugins` and :func:`build_plugin`. Importing this package imports neither TensorFlow
-nor any plugin.
+Packages declare plugins as entry points (see :mod:`mtbench.registry`), or register them with
+:func:`register`; the registry is read with :func:`get_plugin`, :func:`list_plugins` and
+:func:`build_plugin`. Importing this package imports neither TensorFlow nor any plugin, and a
+plugin's module is imported when it is built.
 """
 
 from mtbench.registry import (

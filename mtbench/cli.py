@@ -5,6 +5,8 @@ Besides handing the overrides to Hydra, the command line:
   as ``failed call to cuInit`` on machines without a GPU) off the terminal, which
   ``TF_CPP_MIN_LOG_LEVEL`` does not do; everything else written to stderr meanwhile is passed on;
 - when a key is mistyped, lists the valid keys of the node after Hydra's own message;
+- imports the selected plugins' modules first, so that a plugin two installed packages provide,
+  or whose module does not import, is refused before anything else starts;
 - prints a config refused before training as one line (no traceback) and removes the run
   directory Hydra made for it, which holds no benchmark (single runs; a multirun job is kept and
   recorded as failed by the sweep);
@@ -22,7 +24,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 CONFIG_NAME = "config"
 
@@ -45,12 +47,18 @@ def config_dir() -> Path:
 
 
 def prepare() -> None:
-    """Load plugins (filling Hydra's ConfigStore) and store mtbench's own schema."""
+    """Fill Hydra's ConfigStore: every plugin's schema and mtbench's own (before composing).
+
+    Imports the plugins' options modules, not the modules of their factories (those are imported
+    when a run builds the plugins it selected), except modules named by the older form of entry
+    point, whose import registers their plugins.
+    """
     from mtbench import registry
     from mtbench.config import store_schema
 
-    with quiet_tensorflow():
+    with quiet_tensorflow():  # a module of the older form of entry point may import TensorFlow
         registry.load_entry_points()
+        registry.store_schemas(config_dir())
     store_schema()
 
 
@@ -85,39 +93,61 @@ def _task(cfg: Any) -> Any:
     import sys
 
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+
+    from mtbench.config import ConfigError
+    from mtbench.registry import PluginError
 
     global _task_started
     _task_started = True
-    with quiet_tensorflow():
-        from mtbench.config import ConfigError
-        from mtbench.data import DatasetError
-        from mtbench.hardware import gpus
-        from mtbench.protocol import run_benchmark
-        from mtbench.registry import PluginError
-        from mtbench.trainer import Interrupted
-
-        gpus()  # the first device query prints TensorFlow's CUDA probing
-
     hydra_config = HydraConfig.get()
     overrides = [o for o in hydra_config.overrides.task if not o.startswith("resume=")]
     command = " ".join(["python -m mtbench", *map(shlex.quote, overrides)])
     output_dir = Path(hydra_config.runtime.output_dir)
     try:
+        with quiet_tensorflow():
+            # the selected plugins' modules first: one that two packages provide, or that does
+            # not import, is refused before anything else starts
+            _load_selected_plugins(cfg)
+            from mtbench.data import DatasetError
+            from mtbench.hardware import gpus
+            from mtbench.protocol import run_benchmark
+            from mtbench.trainer import Interrupted
+
+            gpus()  # the first device query prints TensorFlow's CUDA probing
+    except PluginError as exc:
+        _refuse(exc, hydra_config.mode, output_dir, status=2)
+    try:
         results = run_benchmark(cfg, output_dir, command)
     except (Interrupted, KeyboardInterrupt):
         sys.exit(130)  # the resume command was logged
     except (ConfigError, PluginError, DatasetError) as exc:
-        if hydra_config.mode == RunMode.MULTIRUN:
-            raise  # the sweep records the failed job and goes on
         # a config that cannot work, or missing, corrupt or unreachable data: the message says
         # what to do; a traceback through the protocol, urllib or tarfile would only bury it
-        print(f"mtbench: {exc}", file=sys.stderr)
-        if not (output_dir / "results.json").exists():
-            _remove_unstarted(output_dir)
-        sys.exit(2 if isinstance(exc, ConfigError | PluginError) else 1)
+        _refuse(exc, hydra_config.mode, output_dir, 1 if isinstance(exc, DatasetError) else 2)
     comparison = results.get("comparison") or {}
     return comparison.get("delta_m_percent")
+
+
+def _load_selected_plugins(cfg: Any) -> None:
+    """Import the factory of the plugin each group of ``cfg`` selects (raises PluginError)."""
+    from mtbench import registry
+
+    for kind in registry.CONFIG_KINDS:
+        if kind in cfg:
+            _ = registry.get(kind, str(cfg[kind][registry.NAME_FIELD])).factory
+
+
+def _refuse(exc: Exception, mode: Any, output_dir: Path, status: int) -> NoReturn:
+    """End a run refused before training with one line (a multirun job raises: the sweep records
+    it as failed and goes on)."""
+    from hydra.types import RunMode
+
+    if mode == RunMode.MULTIRUN:
+        raise exc
+    print(f"mtbench: {exc}", file=sys.stderr)
+    if not (output_dir / "results.json").exists():
+        _remove_unstarted(output_dir)
+    sys.exit(status)
 
 
 def _remove_unstarted(output_dir: Path) -> None:
@@ -144,6 +174,8 @@ def _explain_compose_error(argv: Sequence[str]) -> str | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+    from mtbench import registry
+
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         try:
             compose(CONFIG_NAME, overrides=list(argv))
@@ -157,6 +189,16 @@ def _explain_compose_error(argv: Sequence[str]) -> str | None:
             return None
         if not full_key:
             return None
+        from mtbench.config import MOVED_TO_DATASET
+
+        for old, new in MOVED_TO_DATASET.items():
+            if full_key == old or full_key.startswith(old + "."):
+                moved = new + full_key[len(old) :]
+                return (
+                    f"mtbench: {old} moved to the dataset, which declares how its inputs are "
+                    f"preprocessed: use {moved} (for a dataset that has that option, e.g. "
+                    f"cifar100) instead of {full_key}"
+                )
         parent = full_key.rpartition(".")[0]
         rest = [a for a in argv if a.lstrip("+~").partition("=")[0] != full_key]
         try:
@@ -165,6 +207,13 @@ def _explain_compose_error(argv: Sequence[str]) -> str | None:
             return None
     if node is None or not OmegaConf.is_dict(node):
         return None
+    if parent in registry.CONFIG_KINDS and registry.NAME_FIELD in node:
+        try:  # the options of a plugin that two packages provide are unknown: say so instead
+            registry.get(parent, str(node[registry.NAME_FIELD]))
+        except registry.DuplicatePluginError as exc:
+            return f"mtbench: {exc}"
+        except registry.PluginError:
+            pass
     keys = ", ".join(str(k) for k in node.keys())
     return f"mtbench: '{full_key}' is not a key of '{parent or 'the config'}'; its keys are: {keys}"
 

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mtbench.records import JOINT_RUN, single_run_name
+
 #: A run whose threads got less than this fraction of the time they wanted a core is flagged.
 SHARE_THRESHOLD = 0.8
 #: A run whose share is this much below the largest of its siblings' is flagged.
@@ -120,8 +122,8 @@ def cost_comparison(
 ) -> dict[str, Any] | None:
     """The load-robust cost record from :func:`interleaved_step_seconds` (``None`` without a
     joint run or a single-task run of every task)."""
-    joint = step_seconds.get("joint")
-    singles = {t: step_seconds.get(f"single:{t}") for t in tasks}
+    joint = step_seconds.get(JOINT_RUN)
+    singles = {t: step_seconds.get(single_run_name(t)) for t in tasks}
     if joint is None or any(v is None for v in singles.values()):
         return None
     return {

@@ -1,9 +1,15 @@
-"""What a dataset plugin hands to the core: tasks, splits and an optional label hierarchy.
+"""What a dataset plugin hands to the core: tasks, splits, inputs and optional task relations.
 
-A dataset plugin is a factory whose product has a ``load() -> DatasetSplits`` method. Images are
-kept as uint8 arrays in height-width-channel layout; each task has one integer label per image.
-The helpers :func:`stratified_split` and :func:`stratified_subset` are what the reference dataset
-uses to hold out its validation split and to shrink the training set; other plugins may use them.
+A dataset plugin is a factory whose product has a ``load() -> DatasetSplits`` method. Each split
+holds the inputs (one array, or a dict of arrays such as a padded molecule's atoms, coordinates
+and mask; any dtype and shape per example) and one label array per task, shaped and typed as the
+task's kind says (:mod:`mtbench.tasks`; missing labels: the kind's sentinel, or a mask in
+``Split.labelled``). How inputs are preprocessed, augmented and averaged at evaluation is the
+dataset's to declare (``DatasetSplits.inputs``, see :mod:`mtbench.inputs`); by default inputs
+reach the backbone as they are, cast to the compute dtype. :func:`validate` checks all of this
+before any run trains. The helpers :func:`stratified_split` and :func:`stratified_subset` are
+what the reference dataset uses to hold out its validation split and to shrink the training set;
+other plugins may use them.
 """
 
 from __future__ import annotations
@@ -14,34 +20,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mtbench.tasks import MISSING_CLASS, TaskError, TaskKind, TaskSpec, task_kind
+
+__all__ = [
+    "DatasetError", "DatasetSplits", "Split", "TaskHierarchy", "TaskSpec", "holdout_splits",
+    "stratified_split", "stratified_subset", "validate",
+]  # fmt: skip
+
 
 class DatasetError(Exception):
-    """A dataset cannot be found, read or split. The message says what to do."""
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One classification task.
-
-    Args:
-        name: The task's name (a key of every split's labels).
-        num_classes: Number of classes; labels are ``0 .. num_classes-1``.
-        class_names: Optional human-readable class names.
-    """
-
-    name: str
-    num_classes: int
-    class_names: tuple[str, ...] = ()
-
-    def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "num_classes": self.num_classes}
-
-    @classmethod
-    def coerce(cls, value: TaskSpec | Mapping[str, Any]) -> TaskSpec:
-        """Accept a TaskSpec or its ``get_config()`` dict (as Keras deserialization passes it)."""
-        if isinstance(value, TaskSpec):
-            return value
-        return cls(name=str(value["name"]), num_classes=int(value["num_classes"]))
+    """A dataset cannot be found, read or split, or what it returns contradicts its tasks.
+    The message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -61,23 +50,49 @@ class TaskHierarchy:
 
 @dataclass
 class Split:
-    """Images and their labels for every task."""
+    """Inputs and their labels for every task.
 
-    x: np.ndarray
+    Args:
+        x: The inputs: one array ``[N, ...]`` or a dict of such arrays (all of length N).
+        y: Per task, its labels ``[N, *label_shape]``.
+        labelled: Optional per-task boolean masks ``[N]``: ``False`` marks a missing label (the
+            same as the kind's sentinel in ``y``).
+    """
+
+    x: Any
     y: dict[str, np.ndarray]
+    labelled: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        size = len(self)
         for task, labels in self.y.items():
-            if len(labels) != len(self.x):
-                raise DatasetError(
-                    f"task '{task}' has {len(labels)} labels for {len(self.x)} images"
-                )
+            if len(labels) != size:
+                raise DatasetError(f"task '{task}' has {len(labels)} labels for {size} examples")
+        for task, mask in self.labelled.items():
+            if len(mask) != size:
+                raise DatasetError(f"the mask of task '{task}' has {len(mask)} entries for {size}")
 
     def __len__(self) -> int:
+        if isinstance(self.x, Mapping):
+            lengths = {len(v) for v in self.x.values()}
+            if len(lengths) != 1:
+                raise DatasetError(
+                    f"the input arrays {sorted(self.x)} differ in length: {sorted(lengths)}"
+                )
+            return lengths.pop()
         return len(self.x)
 
     def take(self, indices: np.ndarray) -> Split:
-        return Split(self.x[indices], {t: y[indices] for t, y in self.y.items()})
+        x = (
+            {k: v[indices] for k, v in self.x.items()}
+            if isinstance(self.x, Mapping)
+            else self.x[indices]
+        )
+        return Split(
+            x,
+            {t: y[indices] for t, y in self.y.items()},
+            {t: m[indices] for t, m in self.labelled.items()},
+        )
 
 
 @dataclass
@@ -92,6 +107,7 @@ class DatasetSplits:
     test: Split
     tasks: tuple[TaskSpec, ...]
     hierarchy: TaskHierarchy | None = None
+    inputs: Any = None  #: a :class:`mtbench.inputs.Inputs` (None: used as they are)
 
     def task(self, name: str) -> TaskSpec:
         for task in self.tasks:
@@ -167,6 +183,8 @@ def holdout_splits(
     train_limit: int | None,
     seed: int,
     hierarchy: TaskHierarchy | None = None,
+    inputs: Any = None,
+    option_prefix: str = "",
 ) -> DatasetSplits:
     """Hold a stratified validation split out of ``train`` and optionally shrink what remains.
 
@@ -177,24 +195,28 @@ def holdout_splits(
         val_size: Examples held out for validation (taken before ``train_limit`` applies).
         train_limit: If set, train on a stratified subset of this many of the remaining examples.
         seed: Seeds both the held-out split and the subset.
+        hierarchy, inputs: Passed on to :class:`DatasetSplits`.
+        option_prefix: How the caller's options are named in messages (e.g. ``"dataset."``
+            makes them say ``dataset.val_size``).
     """
+    val_key, limit_key = f"{option_prefix}val_size", f"{option_prefix}train_limit"
     if val_size < 1:
         raise DatasetError(
-            f"dataset.val_size must be at least 1 (got {val_size}): the validation split selects "
+            f"{val_key} must be at least 1 (got {val_size}): the validation split selects "
             "the best epoch, so that the test split is never used for model selection."
         )
     if val_size >= len(train):
         raise DatasetError(
-            f"dataset.val_size={val_size} leaves no training data: the training set has "
-            f"{len(train)} images. Choose dataset.val_size below {len(train)}."
+            f"{val_key}={val_size} leaves no training data: the training set has "
+            f"{len(train)} examples. Choose {val_key} below {len(train)}."
         )
     labels = train.y[stratify_by]
     val_idx, train_idx = stratified_split(labels, val_size, seed)
     if train_limit is not None:
         if not 0 < train_limit <= len(train_idx):
             raise DatasetError(
-                f"dataset.train_limit={train_limit} is out of range: after holding out "
-                f"{val_size} validation images, {len(train_idx)} remain. "
+                f"{limit_key}={train_limit} is out of range: after holding out "
+                f"{val_size} validation examples, {len(train_idx)} remain. "
                 f"Choose 1..{len(train_idx)} or null for all."
             )
         keep = stratified_subset(labels[train_idx], train_limit, seed + 1)
@@ -205,4 +227,92 @@ def holdout_splits(
         test=test,
         tasks=tuple(tasks),
         hierarchy=hierarchy,
+        inputs=inputs,
     )
+
+
+def validate(
+    data: DatasetSplits, dataset: str, defaults: Mapping[str, Any] | None = None
+) -> dict[str, TaskKind]:
+    """Check what a dataset returned against its tasks; return each task's kind, fitted on the
+    training split. Masks in ``Split.labelled`` are folded into the labels as the kind's sentinel.
+
+    Refused (a :class:`DatasetError` naming the dataset, the task and what is expected): an
+    unknown task kind or option, labels whose shape or dtype contradicts the kind, a real target
+    with infinite values, a task without a labelled example in the training or validation split,
+    duplicate task names, inputs whose shape differs between splits.
+
+    Args:
+        data: What the dataset's ``load()`` returned.
+        dataset: The dataset's name, for messages.
+        defaults: Kind options the trainer supplies (see :func:`mtbench.tasks.task_kind`).
+    """
+    if not isinstance(data, DatasetSplits):
+        raise DatasetError(
+            f"dataset '{dataset}': load() returned a {type(data).__name__}, not a "
+            "mtbench.data.DatasetSplits"
+        )
+    names = [t.name for t in data.tasks]
+    if not names or len(set(names)) != len(names):
+        raise DatasetError(f"dataset '{dataset}' declares the tasks {names}: need unique names")
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    _check_inputs(splits, dataset)
+    kinds: dict[str, TaskKind] = {}
+    for spec in data.tasks:
+        try:
+            kind = task_kind(spec, defaults)
+            for split_name, split in splits.items():
+                if spec.name not in split.y:
+                    raise TaskError(f"the {split_name} split has no labels for it")
+                labels = np.asarray(split.y[spec.name])
+                kind.check_labels(labels, split_name)
+                if spec.name in split.labelled:
+                    split.y[spec.name] = labels = mark_missing(
+                        kind, labels, np.asarray(split.labelled[spec.name], bool)
+                    )
+                if split_name != "test" and not kind.labelled(labels).any():
+                    raise TaskError(
+                        f"no example of the {split_name} split is labelled for it (the "
+                        f"{split_name} split is needed to train and to select the best epoch)"
+                    )
+            kind.fit(data.train.y[spec.name][kind.labelled(data.train.y[spec.name])])
+        except TaskError as exc:
+            raise DatasetError(f"dataset '{dataset}', task '{spec.name}': {exc}") from None
+        kinds[spec.name] = kind
+    return kinds
+
+
+def mark_missing(kind: TaskKind, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``labels`` with the kind's missing sentinel (NaN or -1) where ``mask`` is False."""
+    if mask.shape != (len(labels),):
+        raise TaskError(f"its mask has shape {mask.shape}; it needs one entry per example")
+    absent = ~kind.labelled(labels)
+    if (absent & mask).any():
+        raise TaskError(
+            f"{int((absent & mask).sum())} examples the mask marks as labelled hold the missing "
+            "sentinel (NaN or -1) instead of a label; mark them False in the mask, or give "
+            "their labels"
+        )
+    missing = ~mask.reshape(len(mask), *([1] * (labels.ndim - 1)))
+    if kind.label_dtype == "float":
+        return np.where(missing, np.nan, labels.astype(np.float64))
+    return np.where(missing, MISSING_CLASS, labels)
+
+
+def _check_inputs(splits: Mapping[str, Split], dataset: str) -> None:
+    def layout(split: Split) -> Any:
+        if isinstance(split.x, Mapping):
+            return {
+                k: (np.asarray(v).shape[1:], np.asarray(v).dtype.name) for k, v in split.x.items()
+            }
+        return (np.asarray(split.x).shape[1:], np.asarray(split.x).dtype.name)
+
+    layouts = {name: layout(split) for name, split in splits.items()}
+    if len({repr(v) for v in layouts.values()}) != 1:
+        raise DatasetError(
+            f"dataset '{dataset}': the splits' inputs differ in shape or dtype per example: "
+            f"{layouts}"
+        )
+    for name, split in splits.items():
+        if len(split) == 0 and name != "test":
+            raise DatasetError(f"dataset '{dataset}': the {name} split is empty")

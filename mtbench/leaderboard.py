@@ -1,25 +1,33 @@
 """Leaderboards over many runs: one row per configuration, statistics over its seeds.
 
-A *run directory* is a Hydra job directory holding ``results.json`` (schema
-``mtbench.results/1``) and ``.hydra/``. Runs are grouped by their *configuration*: the resolved
-config of ``results.json`` without the keys in :data:`NOT_IDENTITY` (the seed, and options that say
-where data lives or how progress is shown, which do not change what is trained), with
-``trainer.precision`` replaced by the precision the run actually used and the machine's
-``device_class`` added, where ``results.json`` records them (``resolved``): runs in float32 and in
-bfloat16, or on two kinds of hardware, never pool into one row. For each configuration the
-leaderboard gives, over its seeds, the mean, the sample standard deviation and a 95% Student-t
-confidence interval of every task's test accuracy (joint and single-task), of delta_m, of the joint
-run's seconds per epoch (load-dependent) and of the load-robust joint/single-task step-cost ratio.
+A *run directory* is a Hydra job directory holding ``results.json`` and ``.hydra/``; results are
+read through :func:`mtbench.records.load`, so sweeps written with the older schema
+``mtbench.results/1`` still build leaderboards. Runs are grouped by their *configuration*:
+:func:`mtbench.records.identity` for the purpose ``leaderboard`` (the config without the seed,
+which the statistics run over, and without options that do not change what is trained: where
+data lives, how progress is shown...), with ``trainer.precision`` replaced by the precision the run
+actually used and the machine's ``device_class`` added, where ``results.json`` records them
+(``resolved``): runs in float32 and in bfloat16, or on two kinds of hardware, never pool into one
+row. The location options are those the runs' ``results.json`` list (``location_keys``).
 
-Rows with at least two seeds of delta_m are ranked by its mean; the others are listed after them,
-``1 seed: not ranked``. Baselines are shared per seed, so rows are also compared *paired*: each
-row against its *reference row*, seed by seed (the difference of delta_m and of each task's joint
-accuracy on every seed both rows have), as the mean difference with its Student-t interval over
-those seeds (``n/a`` with fewer than two). The reference of a row is the row whose config has the
-reference value (default ``weighting.name=ew``) and is otherwise equal, except for the options of
-the plugin the reference names (for ``weighting.name``: every ``weighting.*`` key). ``--reference
-KEY=VALUE`` (repeatable) chooses another, e.g. ``--reference weighting.name=static``; a ``KEY``
-that does not end in ``.name`` frees only that key (``--reference trainer.learning_rate=0.001``).
+The numbers come from each run's ``tasks`` section: for every task, every metric its kind reports
+(the primary metric first), of the joint and of the single-task model, with its unit (fractions
+in %) and direction (higher or lower is better). For each configuration the leaderboard gives,
+over its seeds, the mean, the sample standard deviation and a 95% Student-t confidence interval
+of each of those, of delta_m, of the joint run's seconds per epoch (load-dependent) and of the
+load-robust joint/single-task step-cost ratio.
+
+Rows with at least two seeds of delta_m are ranked by its mean (delta_m is positive when the joint
+model is better, whatever each metric's direction); the others are listed after them, ``1 seed:
+not ranked``. Baselines are shared per seed, so rows are also compared *paired*: each row against
+its *reference row*, seed by seed, as the mean *gain* with its Student-t interval over the seeds
+both rows have (``n/a`` with fewer than two). A gain is row minus reference for a higher-is-better
+number and reference minus row for a lower-is-better one: positive means this row is better. The
+reference of a row is the row whose config has the reference value (default
+``weighting.name=ew``) and is otherwise equal, except for the options of the plugin the reference
+names (for ``weighting.name``: every ``weighting.*`` key). ``--reference KEY=VALUE`` (repeatable)
+chooses another, e.g. ``--reference weighting.name=static``; a ``KEY`` that does not end in
+``.name`` frees only that key (``--reference trainer.learning_rate=0.001``).
 
 Runs that failed, are still running or cannot be read are listed apart and never enter a
 statistic. A directory without ``results.json`` is such a failed run only when it is a multirun
@@ -29,7 +37,7 @@ the folder of a ``resume=`` invocation) and is skipped, with a count in the note
 machine load was flagged (``load.flagged`` in ``results.json``) are marked, with the reasons.
 
 Files written into the output folder (each atomically): ``leaderboard.md``, ``leaderboard.csv``,
-``accuracy_vs_time.png`` and ``single_vs_joint.png``.
+``primary_vs_time.png`` and ``single_vs_joint.png``.
 
 Usage::
 
@@ -42,49 +50,37 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mtbench import records
 from mtbench.io import atomic_write_bytes, atomic_write_text
-from mtbench.results import DELTA_M_FORMULA, SCHEMA, seconds_per_epoch
+from mtbench.records import TaskRecord
+from mtbench.results import arrow, metric_scale, metric_unit, seconds_per_epoch
+from mtbench.tasks import Metric
 
-#: Config keys that are not part of a configuration's identity: the seed (the leaderboard's
-#: statistics run over it); the run directory a run resumed from (a resumed run is the same
-#: experiment); where the data is read from and whether it may be downloaded (the content is
-#: pinned by ``dataset.md5``); how often checkpoints are saved; the progress bar.
-NOT_IDENTITY: tuple[str, ...] = (
-    "seed",
-    "resume",
-    "dataset.root",
-    "dataset.download",
-    "dataset.url",
-    "trainer.checkpoint_every",
-    "trainer.progress",
-    "benchmark.baseline_cache",
-)
 #: The default reference row of the paired comparison: ``KEY=VALUE`` as on the command line.
 DEFAULT_REFERENCE: tuple[str, ...] = ("weighting.name=ew",)
-#: Where ``results.json``'s ``resolved`` record enters a configuration's identity.
-RESOLVED_IDENTITY: dict[str, str] = {
-    "precision": "trainer.precision",
-    "device_class": "device_class",
-}
 CONFIDENCE = 0.95
 MARKDOWN = "leaderboard.md"
 CSV = "leaderboard.csv"
-TIME_PLOT = "accuracy_vs_time.png"
+TIME_PLOT = "primary_vs_time.png"
 SINGLE_JOINT_PLOT = "single_vs_joint.png"
 _ABSENT = "–"  # a key this row's configuration does not have
-AXIS_START = 0.0  # plots' accuracy (%) and time (s) axes start here: no exaggerated distances
+AXIS_START = 0.0  # plots' metric and time axes start here: no exaggerated distances
+#: The sides of a per-task number: the multitask model and the single-task baseline.
+SIDES = ("joint", "single")
 
 
 class LeaderboardError(Exception):
@@ -123,16 +119,21 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Stat:
 
 
 # ------------------------------------------------------------------------------------------ runs
+#: A per-task number's key: (task, metric).
+MetricKey = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Run:
-    """The numbers of one complete run (accuracies in %, times in wall-clock seconds)."""
+    """The numbers of one complete run: test metrics in their display unit (fractions in %),
+    times in wall-clock seconds."""
 
     path: Path
     seed: int | None
     identity: dict[str, Any]
     tasks: tuple[str, ...]
-    joint: dict[str, float]  # task -> joint model's test top-1 accuracy, %
-    single: dict[str, float]  # task -> single-task model's test top-1 accuracy, %
+    joint: dict[MetricKey, float]  # (task, metric) -> the joint model's test value
+    single: dict[MetricKey, float]  # (task, metric) -> the single-task model's test value
     delta_m: float | None  # %
     seconds_per_epoch: float | None  # joint run (results.seconds_per_epoch)
     cost_ratio: float | None  # joint step / sum of single-task steps, interleaved in one process
@@ -144,6 +145,8 @@ class Run:
     failed_parts: tuple[FailedRun, ...] = ()  # training runs of this benchmark that failed
     load_recorded: bool = False  # results.json has a ``load`` record for its runs
     load_flags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (training run, reasons) flagged
+    task_records: dict[str, TaskRecord] = field(default_factory=dict)  # its "tasks" section
+    schema: str = records.SCHEMA  # the schema of its file (older ones are read upgraded)
 
 
 @dataclass(frozen=True)
@@ -219,35 +222,72 @@ def _hydra_mode(path: Path) -> str | None:
     return str(mode).rsplit(".", 1)[-1].upper() if mode is not None else None
 
 
-def read_run(path: Path) -> Run | FailedRun:
-    """Read one run directory; anything but a complete, readable run is a :class:`FailedRun`."""
-    results_file = path / "results.json"
-    overrides = _read_overrides(path)
+@dataclass(frozen=True)
+class _Read:
+    """A run directory as read: its results (``/2`` form) or why they could not be read."""
+
+    path: Path
+    results: dict[str, Any] | None
+    error: str | None  # why there are no results ("no results" or "unreadable")
+    status: str | None
+    mtime: float = 0.0
+
+    @property
+    def location(self) -> set[str]:
+        return set((self.results or {}).get("location_keys") or ())
+
+
+def _read(path: Path) -> _Read:
+    results_file = path / records.FILENAME
     if not results_file.is_file():
         log_file = path / "mtbench.log"
         hint = f"; see {log_file}" if log_file.is_file() else ""
-        config = _read_hydra_config(path)
-        return FailedRun(
-            path, "no results", "no results.json: the run failed before its first result was "
-            f"written, or is still starting{hint}", _seed(config), overrides, _identity(config),
-        )  # fmt: skip
+        error = ("no results.json: the run failed before its first result was written, or is "
+                 f"still starting{hint}")  # fmt: skip
+        return _Read(path, None, error, "no results")
     try:
-        results = json.loads(results_file.read_text(encoding="utf-8"))
-        if not isinstance(results, dict) or results.get("schema") != SCHEMA:
-            found = results.get("schema") if isinstance(results, dict) else type(results).__name__
-            raise ValueError(f"schema {found!r}, expected {SCHEMA!r}")
-        status = results["status"]
-        config = results["config"]
+        results = records.load(results_file)
+        missing = [key for key in ("config", "status", "runs") if key not in results]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+        return _Read(path, results, None, results["status"], results_file.stat().st_mtime)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        error = f"cannot read {results_file}: {type(exc).__name__}: {exc}"
+        return _Read(path, None, error, "unreadable")
+
+
+def read_run(path: Path, location: Collection[str] | None = None) -> Run | FailedRun:
+    """Read one run directory; anything but a complete, readable run is a :class:`FailedRun`.
+
+    ``location``: the config keys that say where data is (default: those its ``results.json``
+    lists); :func:`build` passes those of every run it reads.
+    """
+    read = _read(path)
+    return _to_run(read, read.location if location is None else location)
+
+
+def _to_run(read: _Read, location: Collection[str]) -> Run | FailedRun:
+    path, overrides = read.path, _read_overrides(read.path)
+    if read.results is None:
+        config = _read_hydra_config(path)
+        identity = _identity(config, None, location)
+        return FailedRun(
+            path, str(read.status), str(read.error), _seed(config), overrides, identity
+        )
+    results = read.results
+    config, status = results["config"], results["status"]
+    try:
         if status != "complete":
             error = results.get("error") or _UNFINISHED.get(status, f"status {status!r}")
-            identity = _identity(config, results.get("resolved"))
+            identity = _identity(config, results.get("resolved"), location)
             return FailedRun(path, status, error, _seed(config), overrides, identity)
-        return _complete_run(path, results, results_file.stat().st_mtime)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return _complete_run(path, results, read.mtime, location)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         config = _read_hydra_config(path)
         return FailedRun(
-            path, "unreadable", f"cannot read {results_file}: {type(exc).__name__}: {exc}",
-            _seed(config), overrides, _identity(config),
+            path, "unreadable",
+            f"cannot read {path / records.FILENAME}: {type(exc).__name__}: {exc}",
+            _seed(config), overrides, _identity(config, None, location),
         )  # fmt: skip
 
 
@@ -258,30 +298,52 @@ _UNFINISHED = {
 }
 
 
-def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Run:
+def _shown(run: Mapping[str, Any], task: str, metric: Metric) -> float | None:
+    """A run's test value of ``metric``, in the unit it is shown in (fractions in %)."""
+    value = records.value(run, task, metric.name)
+    return None if value is None else metric_scale(metric) * value
+
+
+def _complete_run(
+    path: Path, results: Mapping[str, Any], finished: float, location: Collection[str]
+) -> Run:
     """The numbers of a complete benchmark; a training run in it that failed (a non-finite loss,
     ``test`` null) contributes none and is kept in ``failed_parts``."""
     config = results["config"]
-    identity = _identity(config, results.get("resolved")) or {}
-    runs, failed_parts = {}, []
-    for run in results["runs"]:
-        if run.get("status", "complete") == "complete" and run.get("test") is not None:
-            runs[run["name"]] = run
-        else:
-            error = run.get("error") or "failed without a recorded error"
-            part = FailedRun(path, "failed", error, _seed(config), (), identity, run["name"])
-            failed_parts.append(part)
-    joint_run = runs.get("joint")
+    identity = _identity(config, results.get("resolved"), location) or {}
+    runs = records.completed_runs(results)
+    failed_parts = [
+        FailedRun(
+            path,
+            "failed",
+            run.get("error") or "failed without a recorded error",
+            _seed(config),
+            (),
+            identity,
+            run["name"],
+        )
+        for run in results["runs"]
+        if run["name"] not in runs
+    ]
+    tasks_section = records.task_records(results)
+    joint_run = runs.get(records.JOINT_RUN)
     every = {run["name"]: run for run in results["runs"]}
     tasks = tuple(
-        every["joint"]["tasks"]
-        if "joint" in every
+        every[records.JOINT_RUN]["tasks"]
+        if records.JOINT_RUN in every
         else dict.fromkeys(t for run in results["runs"] for t in run["tasks"])
     )
-    joint = {t: 100 * joint_run["test"][t]["accuracy"] for t in tasks} if joint_run else {}
-    single = {
-        t: 100 * runs[f"single:{t}"]["test"][t]["accuracy"] for t in tasks if f"single:{t}" in runs
-    }
+    joint: dict[MetricKey, float] = {}
+    single: dict[MetricKey, float] = {}
+    for task in tasks:
+        record = tasks_section.get(task)
+        baseline = runs.get(records.single_run_name(task))
+        for metric in record.metrics if record else ():
+            key = (task, metric.name)
+            if joint_run is not None and (value := _shown(joint_run, task, metric)) is not None:
+                joint[key] = value
+            if baseline is not None and (value := _shown(baseline, task, metric)) is not None:
+                single[key] = value
     timing = joint_run["timing"] if joint_run else {}
     comparison = results.get("comparison") or {}
     loads = {run["name"]: run["load"] for run in results["runs"] if run.get("load")}
@@ -308,6 +370,8 @@ def _complete_run(path: Path, results: Mapping[str, Any], finished: float) -> Ru
         failed_parts=tuple(failed_parts),
         load_recorded=bool(loads),
         load_flags=flags,
+        task_records={t: r for t, r in tasks_section.items() if t in tasks},
+        schema=str(results.get("upgraded_from") or results["schema"]),
     )
 
 
@@ -350,32 +414,15 @@ def _seed(config: Mapping[str, Any] | None) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and empty mappings stay whole values."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _identity(
-    config: Mapping[str, Any] | None, resolved: Mapping[str, Any] | None = None
+    config: Mapping[str, Any] | None,
+    resolved: Mapping[str, Any] | None,
+    location: Collection[str],
 ) -> dict[str, Any] | None:
-    """The config without :data:`NOT_IDENTITY`; with ``results.json``'s ``resolved`` record, the
-    precision actually used replaces ``trainer.precision`` (``auto`` says nothing about it) and
-    the ``device_class`` is added (see :data:`RESOLVED_IDENTITY`)."""
+    """A configuration's identity: :func:`mtbench.records.identity` for ``leaderboard``."""
     if not isinstance(config, Mapping):
         return None
-    identity = {k: v for k, v in _flatten(config).items() if k not in NOT_IDENTITY}
-    if isinstance(resolved, Mapping):
-        for field_name, key in RESOLVED_IDENTITY.items():
-            if resolved.get(field_name) is not None:
-                identity[key] = resolved[field_name]
-    return identity
+    return records.identity(config, "leaderboard", location=location, resolved=resolved)
 
 
 def _key(identity: Mapping[str, Any]) -> str:
@@ -402,8 +449,8 @@ class Row:
     def seeds(self) -> list[int | None]:
         return [r.seed for r in self.runs]
 
-    def stat(self, metric: Metric) -> Stat:
-        return summarize([v for r in self.runs if (v := metric.value(r)) is not None])
+    def stat(self, quantity: Quantity) -> Stat:
+        return summarize([v for r in self.runs if (v := quantity.value(r)) is not None])
 
     @property
     def load_flagged(self) -> list[Run]:
@@ -411,18 +458,55 @@ class Row:
         return [r for r in self.runs if r.load_flags]
 
 
+def _slug(text: str) -> str:
+    """``mae/homo`` -> ``mae_homo``: a CSV column part."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_") or "_"
+
+
 @dataclass(frozen=True)
-class Metric:
-    """A number of each run, summarized over seeds. ``task`` is ``None`` for whole-run numbers."""
+class Quantity:
+    """A number of each run, summarized over seeds: a task's test metric on one side (``key``
+    is ``(task, metric)``, ``attribute`` the side) or a whole-run number (``key`` is ``None``).
+
+    ``primary``: shown in the ranking table (other metrics have a table of their own).
+    """
 
     label: str  # Markdown column
     column: str  # CSV column prefix, with the unit
     attribute: str
-    task: str | None = None
+    key: MetricKey | None = None
+    higher_is_better: bool = True
+    unit: str = ""  # as shown: "%", "s", a physical unit, "" for ratios
+    primary: bool = True
+
+    @classmethod
+    def of_metric(cls, side: str, task: str, metric: Metric, primary: bool) -> Quantity:
+        """``joint fine accuracy (% ↑)``, CSV ``fine_joint_accuracy_pct``."""
+        unit = metric_unit(metric)
+        return cls(
+            label=f"{side} {task} {metric.name} ({unit} {arrow(metric)})",
+            column=f"{task}_{side}_{_slug(metric.name)}_{'pct' if unit == '%' else _slug(unit)}",
+            attribute=side,
+            key=(task, metric.name),
+            higher_is_better=metric.higher_is_better,
+            unit=unit,
+            primary=primary,
+        )
 
     def value(self, run: Run) -> float | None:
         value = getattr(run, self.attribute)
-        return value.get(self.task) if self.task is not None else value
+        return value.get(self.key) if self.key is not None else value
+
+    def gain(self, value: float, reference: float) -> float:
+        """How much better ``value`` is than ``reference``: their difference, negated where
+        lower is better (positive: ``value`` is better)."""
+        return value - reference if self.higher_is_better else reference - value
+
+    def digits(self, stat: Stat) -> int:
+        """Decimals shown: 2, or more for small values of a physical unit (3 significant)."""
+        if self.unit in ("%", "s", "") or not stat.mean:
+            return 2
+        return max(2, 2 - math.floor(math.log10(abs(stat.mean))))
 
 
 @dataclass(frozen=True)
@@ -480,14 +564,15 @@ class Paired:
     """A row against its reference row on the seeds both have (see :class:`Reference`).
 
     ``reference`` is the reference row's index, ``None`` when there is none (``why`` says so);
-    ``differences`` maps a metric's CSV column to the statistics of row minus reference over
-    ``seeds``. The row that is its own reference has ``why == "reference"``.
+    ``gains`` maps a quantity's CSV column to the statistics of the row's gain over the
+    reference over ``seeds`` (:meth:`Quantity.gain`: positive means the row is better). The row
+    that is its own reference has ``why == "reference"``.
     """
 
     reference: int | None
     why: str
     seeds: tuple[int, ...] = ()
-    differences: dict[str, Stat] = field(default_factory=dict)
+    gains: dict[str, Stat] = field(default_factory=dict)
 
 
 @dataclass
@@ -502,36 +587,49 @@ class Leaderboard:
     sources: list[Path]
     reference: Reference = field(default_factory=lambda: Reference.parse(DEFAULT_REFERENCE))
     skipped: list[Path] = field(default_factory=list)
+    #: every task's metrics, from the runs' "tasks" sections (see :func:`merge_task_records`)
+    task_records: dict[str, TaskRecord] = field(default_factory=dict)
+    #: config keys the runs list as location options (not part of any row's identity)
+    location: set[str] = field(default_factory=set)
+    conflicts: list[str] = field(default_factory=list)  # tasks declared differently by runs
 
     @property
-    def metrics(self) -> list[Metric]:
-        """The summarized numbers that at least one run has, in column order."""
-        per_task = [
-            Metric(f"{side} {t} top-1 %", f"{t}_{side}_top1_pct", side, t)
-            for side in ("joint", "single")
-            for t in self.tasks
-        ]
-        metrics = [
-            *per_task,
-            Metric("delta_m %", "delta_m_pct", "delta_m"),
-            Metric(
-                "s/epoch (joint; load-dependent)", "joint_seconds_per_epoch", "seconds_per_epoch"
+    def quantities(self) -> list[Quantity]:
+        """The summarized numbers that at least one run has, in column order: each task's
+        primary metric (joint, then single), delta_m, the joint run's time and cost, then the
+        tasks' other metrics (joint, then single)."""
+        primaries, others = [], []
+        for side in SIDES:
+            for task, record in self.task_records.items():
+                for metric in record.ordered_metrics:
+                    primary = metric.name == record.primary
+                    quantity = Quantity.of_metric(side, task, metric, primary)
+                    (primaries if primary else others).append(quantity)
+        whole = [
+            Quantity("delta_m %", "delta_m_pct", "delta_m", unit="%"),
+            Quantity(
+                "s/epoch (joint; load-dependent)", "joint_seconds_per_epoch", "seconds_per_epoch",
+                higher_is_better=False, unit="s",
             ),
-            Metric(
-                "joint/singles step cost (load-robust)", "joint_over_singles_cost", "cost_ratio"
+            Quantity(
+                "joint/singles step cost (load-robust)", "joint_over_singles_cost", "cost_ratio",
+                higher_is_better=False,
             ),
-        ]
+        ]  # fmt: skip
         runs = [run for row in self.rows for run in row.runs]
-        return [m for m in metrics if any(m.value(run) is not None for run in runs)]
+        candidates = [*primaries, *whole, *others]
+        return [q for q in candidates if any(q.value(run) is not None for run in runs)]
 
     @property
-    def paired_metrics(self) -> list[Metric]:
-        """What is compared seed by seed with the reference row: delta_m and joint accuracies."""
-        compared = [m for m in self.metrics if m.attribute in ("delta_m", "joint")]
-        return sorted(compared, key=lambda m: m.attribute != "delta_m")  # delta_m first
+    def paired_quantities(self) -> list[Quantity]:
+        """What is compared seed by seed with the reference row: delta_m, then every joint
+        metric (the primary ones first)."""
+        compared = [q for q in self.quantities if q.attribute in ("delta_m", "joint")]
+        return sorted(compared, key=lambda q: (q.attribute != "delta_m", not q.primary))
 
     def paired(self, index: int) -> Paired:
-        """Row ``index`` minus its reference row, per seed both have, summarized over the seeds."""
+        """Row ``index`` against its reference row, per seed both have, summarized over the
+        seeds (gains: positive means the row is better)."""
         row = self.rows[index]
         if self.reference.chosen_by(row.identity):
             return Paired(index, "reference")
@@ -550,13 +648,13 @@ class Leaderboard:
         mine = {r.seed: r for r in row.runs if r.seed is not None}
         theirs = {r.seed: r for r in self.rows[ref].runs if r.seed is not None}
         seeds = tuple(sorted(set(mine) & set(theirs)))
-        differences = {}
-        for metric in self.paired_metrics:
-            pairs = [(metric.value(mine[s]), metric.value(theirs[s])) for s in seeds]
-            differences[metric.column] = summarize(
-                [a - b for a, b in pairs if a is not None and b is not None]
+        gains = {}
+        for quantity in self.paired_quantities:
+            pairs = [(quantity.value(mine[s]), quantity.value(theirs[s])) for s in seeds]
+            gains[quantity.column] = summarize(
+                [quantity.gain(a, b) for a, b in pairs if a is not None and b is not None]
             )
-        return Paired(ref, "", seeds, differences)
+        return Paired(ref, "", seeds, gains)
 
     @property
     def shared(self) -> dict[str, Any]:
@@ -589,33 +687,73 @@ def build(paths: Iterable[Path], reference: Sequence[str] = DEFAULT_REFERENCE) -
     """
     sources = [Path(p) for p in paths]
     chosen = Reference.parse(reference)
-    complete: list[Run] = []
-    failed: list[FailedRun] = []
+    read: list[_Read] = []
     skipped: list[Path] = []
     for path in find_run_dirs(sources):
-        if not started_a_benchmark(path):
-            skipped.append(path)
-            continue
-        run = read_run(path)
-        if isinstance(run, Run):
-            complete.append(run)
-            failed.extend(run.failed_parts)
+        if started_a_benchmark(path):
+            read.append(_read(path))
         else:
-            failed.append(run)
-    if not complete and not failed:
+            skipped.append(path)
+    if not read:
         raise LeaderboardError(
             "no runs found under " + ", ".join(str(s) for s in sources) + f": the {len(skipped)} "
             "run director(y/ies) found are single runs without results.json, which never started "
             "a benchmark"
         )
+    # one set of location keys for every identity, so that a run read from its Hydra config
+    # alone (it died before results.json) gets the identity of its row
+    location = set().union(*(r.location for r in read))
+    complete: list[Run] = []
+    failed: list[FailedRun] = []
+    for one in read:
+        run = _to_run(one, location)
+        if isinstance(run, Run):
+            complete.append(run)
+            failed.extend(run.failed_parts)
+        else:
+            failed.append(run)
     rows = _group(complete)
     for run in failed:
         index = _row_of(run.identity, rows)
         if index is not None:
             rows[index].failed.append(run)
     tasks = list(dict.fromkeys(t for run in complete for t in run.tasks))
+    task_records, conflicts = merge_task_records([run.task_records for run in complete])
     varying = _varying([r.identity for r in rows])
-    return Leaderboard(rows, failed, tasks, varying, sources, chosen, skipped)
+    return Leaderboard(
+        rows, failed, tasks, varying, sources, chosen, skipped, task_records, location, conflicts
+    )
+
+
+def merge_task_records(
+    sections: Sequence[Mapping[str, TaskRecord]],
+) -> tuple[dict[str, TaskRecord], list[str]]:
+    """One record per task from the runs' ``tasks`` sections: the first run's, with metrics that
+    only later runs report appended. A metric that two runs declare with a different unit or
+    direction keeps the first declaration and is reported in the returned conflicts."""
+    merged: dict[str, TaskRecord] = {}
+    conflicts: list[str] = []
+    for section in sections:
+        for task, record in section.items():
+            first = merged.get(task)
+            if first is None:
+                merged[task] = record
+                continue
+            known = {m.name: m for m in first.metrics}
+            extra = []
+            for metric in record.metrics:
+                declared = known.get(metric.name)
+                if declared is None:
+                    extra.append(metric)
+                elif (declared.unit, declared.direction) != (metric.unit, metric.direction):
+                    conflicts.append(
+                        f"task '{task}' metric '{metric.name}': {declared.unit}, "
+                        f"{declared.direction} is better in one run; {metric.unit}, "
+                        f"{metric.direction} is better in another (the first is used)"
+                    )
+            if extra:
+                merged[task] = dataclasses.replace(first, metrics=(*first.metrics, *extra))
+    return merged, list(dict.fromkeys(conflicts))
 
 
 def _row_of(identity: Mapping[str, Any] | None, rows: Sequence[Row]) -> int | None:
@@ -627,11 +765,11 @@ def _row_of(identity: Mapping[str, Any] | None, rows: Sequence[Row]) -> int | No
     keys = [_key(row.identity) for row in rows]
     if _key(identity) in keys:
         return keys.index(_key(identity))
-    if RESOLVED_IDENTITY["device_class"] in identity:
+    if records.RESOLVED_IDENTITY["device_class"] in identity:
         return None
 
     def unresolved(other: Mapping[str, Any]) -> str:
-        return _key({k: v for k, v in other.items() if k not in RESOLVED_IDENTITY.values()})
+        return _key({k: v for k, v in other.items() if k not in records.RESOLVED_IDENTITY.values()})
 
     matches = [i for i, row in enumerate(rows) if unresolved(row.identity) == unresolved(identity)]
     return matches[0] if len(matches) == 1 else None
@@ -758,7 +896,7 @@ def _where(path: Path, out_dir: Path) -> str:
 
 
 def format_difference(stat: Stat, digits: int = 2) -> str:
-    """``+mean [ci_low, ci_high]`` of paired differences; ``n/a`` with fewer than two pairs."""
+    """``+mean [ci_low, ci_high]`` of paired gains; ``n/a`` with fewer than two pairs."""
     if stat.mean is None or stat.ci_low is None or stat.ci_high is None:
         return "n/a" + (" (1 paired seed)" if stat.n == 1 else "")
     return f"{stat.mean:+.{digits}f} [{stat.ci_low:+.{digits}f}, {stat.ci_high:+.{digits}f}]"
@@ -785,13 +923,14 @@ def _load_cell(row: Row) -> str:
 
 def main_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """The leaderboard's Markdown table: row number, rank, varying keys, seeds, one column per
-    metric."""
+    primary quantity (each task's primary metric, delta_m, time and cost)."""
     with_failed, with_load = bool(board.failed), _has_load(board)
     columns = board.columns
+    quantities = [q for q in board.quantities if q.primary]
     headers = ["#", "rank", *(c[0] for c in columns), "seeds"]
     headers += ["failed"] if with_failed else []
     headers += ["load"] if with_load else []
-    headers += [m.label for m in board.metrics] + ["seed values"]
+    headers += [q.label for q in quantities] + ["seed values"]
     rows = []
     for index, row in enumerate(board.rows):
         cells = [str(index + 1), _rank_cell(row)]
@@ -801,29 +940,56 @@ def main_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
             cells.append(str(len(row.failed)))
         if with_load:
             cells.append(_load_cell(row))
-        cells += [format_stat(row.stat(m), len(row.runs)) for m in board.metrics]
+        cells += [_stat_cell(row, q) for q in quantities]
         cells.append(", ".join(str(s) for s in row.seeds))
         rows.append(cells)
     return headers, rows
 
 
+def _stat_cell(row: Row, quantity: Quantity) -> str:
+    stat = row.stat(quantity)
+    return format_stat(stat, len(row.runs), quantity.digits(stat))
+
+
+def other_metrics_table(board: Leaderboard) -> tuple[list[str], list[list[str]]] | None:
+    """The tasks' other metrics (not primary) per row, or ``None`` when there are none."""
+    quantities = [q for q in board.quantities if not q.primary]
+    if not quantities:
+        return None
+    headers = ["#", *(c[0] for c in board.columns), *(q.label for q in quantities)]
+    rows = [
+        [str(index + 1), *(_column_cell(row.identity, c) for c in board.columns)]
+        + [_stat_cell(row, q) for q in quantities]
+        for index, row in enumerate(board.rows)
+    ]
+    return headers, rows
+
+
+def _shown_paired(board: Leaderboard) -> list[Quantity]:
+    """The paired quantities of the Markdown table: delta_m and the joint primary metrics (the
+    CSV has every joint metric)."""
+    return [q for q in board.paired_quantities if q.primary]
+
+
 def paired_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    """Each row minus its reference row, seed by seed: reference, paired seeds, differences."""
-    metrics = board.paired_metrics
+    """Each row against its reference row, seed by seed: reference, paired seeds, gains."""
+    quantities = _shown_paired(board)
     columns = board.columns
     headers = ["#", *(c[0] for c in columns), "reference", "paired seeds"]
-    headers += [f"Δ {m.label}" for m in metrics]
+    headers += [f"gain {q.label}" for q in quantities]
     rows = []
     for index, row in enumerate(board.rows):
         paired = board.paired(index)
         cells = [str(index + 1), *(_column_cell(row.identity, c) for c in columns)]
         if paired.why == "reference":
-            cells += ["this row", "–", *("–" for _ in metrics)]
+            cells += ["this row", "–", *("–" for _ in quantities)]
         elif paired.reference is None:
-            cells += [paired.why, "–", *("n/a" for _ in metrics)]
+            cells += [paired.why, "–", *("n/a" for _ in quantities)]
         else:
             cells += [f"#{paired.reference + 1}", ", ".join(map(str, paired.seeds)) or "none"]
-            cells += [format_difference(paired.differences[m.column]) for m in metrics]
+            for q in quantities:
+                gain = paired.gains[q.column]
+                cells.append(format_difference(gain, q.digits(gain)))
         rows.append(cells)
     return headers, rows
 
@@ -884,24 +1050,39 @@ def render_markdown(board: Leaderboard, out_dir: Path, plots: Sequence[str] = ()
         "seeds; with one seed the standard deviation and the interval are undefined "
         "(`± n/a [undefined]`), not zero. `(n=k)`: only k seeds have this number. These "
         "intervals are per row (unpaired); rows share their baselines per seed, so compare "
-        "rows with the paired differences below, which are sharper. "
-        "s/epoch is wall-clock time and depends on the machine's load; the joint/singles step "
-        "cost is the load-robust cost figure.",
+        "rows with the paired gains below, which are sharper. Each task's primary metric is "
+        "shown here (↑ higher is better, ↓ lower is better; fractions in %); its other metrics "
+        "follow in their own table. s/epoch is wall-clock time and depends on the machine's "
+        "load; the joint/singles step cost is the load-robust cost figure.",
         "",
         _markdown_table(main_table(board)),
         "",
     ]
-    if board.rows and board.paired_metrics:
+    others = other_metrics_table(board)
+    if board.rows and others is not None:
         lines += [
-            "## Paired differences to the reference",
+            "## Other metrics",
+            "",
+            "The tasks' other test metrics, as their kinds report them (same cells as above; the "
+            "primary metrics are in the ranking).",
+            "",
+            _markdown_table(others),
+            "",
+        ]
+    if board.rows and _shown_paired(board):
+        lines += [
+            "## Paired gains over the reference",
             "",
             f"Reference of each row: the row with `{board.reference}` whose config is otherwise "
             "the same (except "
             + ", ".join(f"`{k}`" for k in _freed(board.reference))
-            + "). Each cell is the **mean difference row − reference [95% confidence interval]**"
-            " over the seeds both rows have (delta_m in points of delta_m, accuracies in "
-            "percentage points); `n/a` with fewer than two paired seeds. An interval that "
-            "excludes 0 separates the two rows on these seeds. Choose another reference with "
+            + "). Each cell is the **mean gain of the row over the reference [95% confidence "
+            "interval]** over the seeds both rows have: row − reference where higher is better "
+            "(↑), reference − row where lower is better (↓), so **positive means this row is "
+            "better**; in the quantity's unit (delta_m in points of delta_m, fractions in "
+            "percentage points). `n/a` with fewer than two paired seeds. An interval that "
+            "excludes 0 separates the two rows on these seeds. The gains of the other joint "
+            "metrics are in the CSV. Choose another reference with "
             "`python -m mtbench.leaderboard DIR --reference KEY=VALUE`.",
             "",
             _markdown_table(paired_table(board)),
@@ -943,6 +1124,16 @@ def _notes(board: Leaderboard, out_dir: Path) -> list[str]:
             "they never started a benchmark (a config refused before training, or the folder of "
             f"a `resume=` invocation, which writes into the resumed run's folder): {shown}{more}."
         )
+    notes += [f"- The runs declare a metric differently: {c}." for c in board.conflicts]
+    old = sorted(
+        {str(r.path) for row in board.rows for r in row.runs if r.schema != records.SCHEMA}
+    )
+    if old:
+        notes.append(
+            f"- {len(old)} run(s) were read from an older results schema and upgraded "
+            "(mtbench.records.load: their tasks are classification tasks reporting accuracy and "
+            "top5_accuracy)."
+        )
     for index, row in enumerate(board.rows):
         for run in row.load_flagged:
             reasons = "; ".join(
@@ -977,14 +1168,17 @@ def _notes(board: Leaderboard, out_dir: Path) -> list[str]:
 
 def _configuration_section(board: Leaderboard) -> list[str]:
     shared = "\n".join(f"{k}: {_cell(v)}" for k, v in board.shared.items())
+    free = [*records.FREE["leaderboard"], *sorted(board.location)]
     return [
         "## Configurations",
         "",
         "A configuration is a run's resolved config without "
-        + ", ".join(f"`{k}`" for k in NOT_IDENTITY)
-        + " (the seed varies within a row; the others say where a run resumed from, where data "
-        "is read from, how often checkpoints are saved or how progress is shown, not what is "
-        "trained). Where results.json records them (`resolved`), `trainer.precision` is the "
+        + ", ".join(f"`{k}`" for k in free)
+        + " (mtbench.records.identity for the leaderboard: the seed varies within a row; the "
+        "others say where a run resumed from, how progress is shown, how often checkpoints are "
+        "saved, where baselines are cached or, as the dataset's and other plugins' configs "
+        "declare, where data is read from: not what is trained). Where results.json records "
+        "them (`resolved`), `trainer.precision` is the "
         "precision the run actually used (not `auto`) and `device_class` the kind of machine: "
         "runs that differ in either are different rows. The columns left of `seeds` are the "
         "keys whose "
@@ -1005,9 +1199,15 @@ def _formulas() -> list[str]:
     return [
         "## How the numbers are computed",
         "",
-        "- **Accuracy**: test top-1 accuracy in %, of the weights of each run's best validation "
-        "epoch; `joint` is the multitask model, `single` the single-task baseline of that task.",
-        "- **delta_m**: computed per run, then summarized over seeds: " + DELTA_M_FORMULA + ".",
+        "- **Task metrics**: each task's test metrics as its kind reports them (results.json "
+        "`tasks`: unit, direction, primary metric), of the weights of each run's best validation "
+        "epoch; `joint` is the multitask model, `single` the single-task baseline of that task. "
+        "Fractions are shown in %, other units as recorded; ↑ higher is better, ↓ lower is "
+        "better.",
+        "- **delta_m**: computed per run (results.json `comparison.delta_m_percent`), then "
+        "summarized over seeds: " + records.DELTA_M_FORMULA + ". Older results "
+        f"({records.SCHEMA_V1}) computed it on test top-1 accuracy, which is the same formula "
+        "for accuracy as each task's primary metric.",
         "- **s/epoch (joint)**: the joint run's training wall-clock seconds per epoch (training "
         "steps only; tracing and evaluation are timed apart): its training seconds divided by "
         "the steps it ran, times the steps of a full epoch (older results: the mean of its "
@@ -1024,20 +1224,24 @@ def _formulas() -> list[str]:
         "it trained, i.e. its machine share = 1 − others' share of the usable cores' capacity "
         "was below 80%, or more than 15 points below a sibling run's; see mtbench.cost); the "
         "run directories and reasons are in the notes. `n/a`: not recorded.",
-        "- **paired difference** to the reference row: d_s = x_row,s − x_reference,s for every "
-        "seed s both rows have, then the mean and interval below over the n paired seeds.",
+        "- **paired gain** over the reference row: g_s = x_row,s − x_reference,s for every seed "
+        "s both rows have where higher is better, x_reference,s − x_row,s where lower is better "
+        "(positive: the row is better), then the mean and interval below over the n paired "
+        "seeds.",
         "- **rank**: by mean delta_m over at least two seeds; other rows are not ranked.",
         "- **mean** over the n seeds: x̄ = (1/n) Σ x_i.",
         "- **standard deviation** (sample, n - 1): s = sqrt(Σ (x_i - x̄)² / (n - 1)).",
         f"- **{CONFIDENCE:.0%} confidence interval** of the mean (Student t): "
         "x̄ ± t(0.975, n - 1) · s / √n, with the t quantile from `scipy.stats.t.ppf`; "
         "undefined for n = 1.",
-        f"- **Plots**: `{TIME_PLOT}`: joint test accuracy against the joint run's total training "
-        f"seconds (load-dependent); `{SINGLE_JOINT_PLOT}`: joint against single-task test "
-        "accuracy (above the diagonal, the joint model is better). Small markers: one seed each; "
-        "large markers: the mean over the row's seeds, with error bars of its "
-        f"{CONFIDENCE:.0%} confidence interval in both directions (none with one seed). "
-        f"Accuracy and time axes start at {AXIS_START:g}, so distances are not exaggerated.",
+        f"- **Plots**, one panel per task, of its primary metric: `{TIME_PLOT}`: the joint "
+        "model's test value against the joint run's total training seconds (load-dependent); "
+        f"`{SINGLE_JOINT_PLOT}`: joint against single-task test value (the joint model is better "
+        "above the diagonal where higher is better, below it where lower is better). Small "
+        "markers: one seed each; large markers: the mean over the row's seeds, with error bars "
+        f"of its {CONFIDENCE:.0%} confidence interval in both directions (none with one seed). "
+        f"Axes of values that cannot be negative start at {AXIS_START:g}, so distances are not "
+        "exaggerated.",
         "",
     ]
 
@@ -1046,18 +1250,20 @@ def render_csv(board: Leaderboard) -> str:
     """``leaderboard.csv``: one row per configuration; undefined statistics are empty cells.
 
     ``row`` numbers the rows; ``rank`` is empty for a row that is not ranked (``not_ranked``
-    says why). ``<metric>_diff_vs_ref_*``: the paired differences to the row ``reference_row``
-    (empty with fewer than two paired seeds; ``paired_note`` says why there are none).
+    says why). Columns ``<task>_<side>_<metric>_<unit>_*`` hold every metric of every task
+    (``pct``: a fraction in %). ``<quantity>_gain_vs_ref_*``: the paired gains over the row
+    ``reference_row`` (positive: this row is better; empty with fewer than two paired seeds;
+    ``paired_note`` says why there are none).
     Numbers are rounded to 6 decimals, so no float noise such as ``14.299999999999999``.
     """
     stats = ("mean", "std", "ci95_low", "ci95_high", "n")
-    diffs = ("mean", "ci95_low", "ci95_high", "n")
-    paired_metrics = board.paired_metrics
+    gains = ("mean", "ci95_low", "ci95_high", "n")
+    quantities, paired_quantities = board.quantities, board.paired_quantities
     header = ["row", "rank", "not_ranked", *board.varying, "n_seeds", "seeds", "n_failed"]
     header += ["load_flagged", "load_flagged_seeds"]
-    header += [f"{m.column}_{s}" for m in board.metrics for s in stats]
+    header += [f"{q.column}_{s}" for q in quantities for s in stats]
     header += ["reference_row", "paired_note", "paired_seeds"]
-    header += [f"{m.column}_diff_vs_ref_{s}" for m in paired_metrics for s in diffs]
+    header += [f"{q.column}_gain_vs_ref_{s}" for q in paired_quantities for s in gains]
     header += ["run_dirs"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -1071,8 +1277,8 @@ def render_csv(board: Leaderboard) -> str:
             str(bool(row.load_flagged)).lower() if recorded else "",
             " ".join(str(r.seed) for r in row.load_flagged),
         ]
-        for metric in board.metrics:
-            s = row.stat(metric)
+        for quantity in quantities:
+            s = row.stat(quantity)
             record += [_csv_number(v) for v in (s.mean, s.std, s.ci_low, s.ci_high)]
             record.append(s.n)
         paired = board.paired(index)
@@ -1081,12 +1287,12 @@ def render_csv(board: Leaderboard) -> str:
             paired.why,
             " ".join(map(str, paired.seeds)),
         ]
-        for metric in paired_metrics:
-            d = paired.differences.get(metric.column)
-            if d is None or d.ci_low is None:  # fewer than two pairs: no interval, no number
-                record += ["", "", "", 0 if d is None else d.n]
+        for quantity in paired_quantities:
+            g = paired.gains.get(quantity.column)
+            if g is None or g.ci_low is None:  # fewer than two pairs: no interval, no number
+                record += ["", "", "", 0 if g is None else g.n]
             else:
-                record += [_csv_number(d.mean), _csv_number(d.ci_low), _csv_number(d.ci_high), d.n]
+                record += [_csv_number(g.mean), _csv_number(g.ci_low), _csv_number(g.ci_high), g.n]
         record.append(";".join(str(r.path) for r in row.runs))
         writer.writerow(record)
     return buffer.getvalue()
@@ -1117,7 +1323,7 @@ def _figure(columns: int) -> tuple[Any, Any]:
     return figure, figure.subplots(1, columns, squeeze=False)[0]
 
 
-def _scatter_rows(ax: Any, board: Leaderboard, x: Metric, y: Metric) -> None:
+def _scatter_rows(ax: Any, board: Leaderboard, x: Quantity, y: Quantity) -> None:
     """Per row: one small marker per seed and a large marker at the mean of its seeds, with
     error bars of the confidence interval of each coordinate's mean (none with one seed)."""
     import matplotlib
@@ -1155,27 +1361,48 @@ def _legend(figure: Any, axes: Any) -> None:
         )
 
 
-def _tasks_with(board: Leaderboard, attribute: str) -> list[str]:
+def _primaries_with(board: Leaderboard, side: str) -> list[tuple[str, Metric]]:
+    """(task, primary metric) of the tasks whose primary metric some run has on ``side``."""
     runs = [run for row in board.rows for run in row.runs]
-    return [t for t in board.tasks if any(t in getattr(run, attribute) for run in runs)]
+    return [
+        (task, record.primary_metric)
+        for task, record in board.task_records.items()
+        if any((task, record.primary) in getattr(run, side) for run in runs)
+    ]
 
 
-def plot_accuracy_vs_time(board: Leaderboard) -> Any | None:
-    """Per task: joint test accuracy (%) against the joint run's training seconds (or ``None``
-    when no run trained a joint model)."""
-    tasks = _tasks_with(board, "joint")
+def _axis_label(who: str, metric: Metric) -> str:
+    """``joint test accuracy (%, ↑ better)``."""
+    return f"{who} test {metric.name} ({metric_unit(metric)}, {arrow(metric)} better)"
+
+
+def _lowest(board: Leaderboard, *quantities: Quantity) -> float:
+    """The lowest value of ``quantities`` over every counted run (the points, not their bars)."""
+    runs = [run for row in board.rows for run in row.runs]
+    values = [v for run in runs for q in quantities if (v := q.value(run)) is not None]
+    return min(values, default=0.0)
+
+
+def plot_primary_vs_time(board: Leaderboard) -> Any | None:
+    """Per task: the joint model's test primary metric against the joint run's training seconds
+    (or ``None`` when no run trained a joint model)."""
+    tasks = _primaries_with(board, "joint")
     if not tasks:
         return None
     figure, axes = _figure(len(tasks))
-    time = Metric("", "", "train_seconds")
-    for ax, task in zip(axes, tasks, strict=True):
-        _scatter_rows(ax, board, time, Metric("", "", "joint", task))
-        ax.set(xlim=_from_start(ax.dataLim.x1), ylim=_from_start(ax.dataLim.y1))
+    time = Quantity("", "", "train_seconds")
+    for ax, (task, metric) in zip(axes, tasks, strict=True):
+        joint = Quantity.of_metric("joint", task, metric, True)
+        _scatter_rows(ax, board, time, joint)
+        ax.set(xlim=_from_start(ax.dataLim.x1))
+        from_zero = _lowest(board, joint) >= AXIS_START  # error bars below 0 are cut off
+        if from_zero:
+            ax.set(ylim=_from_start(ax.dataLim.y1))
         ax.set(
-            title=f"{task}: accuracy against training time\n(error bars: {CONFIDENCE:.0%} CI over "
-            "seeds; axes start at 0)",
+            title=f"{task}: {metric.name} against training time\n(error bars: {CONFIDENCE:.0%} "
+            "CI over seeds" + ("; axes start at 0)" if from_zero else ")"),
             xlabel="joint training time (s, from 0; steps only, load-dependent)",
-            ylabel="joint test top-1 accuracy (%, axis from 0)",
+            ylabel=_axis_label("joint", metric) + (", axis from 0" if from_zero else ""),
         )
         ax.grid(alpha=0.3)
     _legend(figure, axes)
@@ -1183,32 +1410,34 @@ def plot_accuracy_vs_time(board: Leaderboard) -> Any | None:
 
 
 def plot_single_vs_joint(board: Leaderboard) -> Any | None:
-    """Per task: joint against single-task test accuracy (%), or ``None`` without baselines."""
-    tasks = _tasks_with(board, "single")
+    """Per task: the joint against the single-task test primary metric, or ``None`` without
+    baselines."""
+    tasks = _primaries_with(board, "single")
     if not tasks:
         return None
     figure, axes = _figure(len(tasks))
-    for ax, task in zip(axes, tasks, strict=True):
-        _scatter_rows(ax, board, Metric("", "", "single", task), Metric("", "", "joint", task))
-        low, high = _shared_limits(ax)
-        ax.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=1)
+    for ax, (task, metric) in zip(axes, tasks, strict=True):
+        single = Quantity.of_metric("single", task, metric, True)
+        joint = Quantity.of_metric("joint", task, metric, True)
+        _scatter_rows(ax, board, single, joint)
+        high = max(ax.dataLim.x1, ax.dataLim.y1)
+        from_zero = _lowest(board, single, joint) >= AXIS_START
+        limits = _from_start(high) if from_zero else (min(ax.dataLim.x0, ax.dataLim.y0), high)
+        ax.plot(limits, limits, linestyle="--", color="grey", linewidth=1)
+        origin = ", axis from 0" if from_zero else ""
         ax.set(
-            title=f"{task}: single-task against joint\n(error bars: {CONFIDENCE:.0%} CI over "
-            "seeds; axes start at 0)",
-            xlabel="single-task test top-1 accuracy (%, axis from 0)",
-            ylabel="joint test top-1 accuracy (%, axis from 0)",
-            xlim=(low, high),
-            ylim=(low, high),
+            title=f"{task}: single-task against joint {metric.name}\n(joint better "
+            f"{'above' if metric.higher_is_better else 'below'} the diagonal; bars: "
+            f"{CONFIDENCE:.0%} CI)",
+            xlabel=_axis_label("single-task", metric) + origin,
+            ylabel=_axis_label("joint", metric) + origin,
+            xlim=limits,
+            ylim=limits,
             aspect="equal",
         )
         ax.grid(alpha=0.3)
     _legend(figure, axes)
     return figure
-
-
-def _shared_limits(ax: Any) -> tuple[float, float]:
-    """One range for both axes, from :data:`AXIS_START` to a little above the highest point."""
-    return _from_start(max(ax.dataLim.x1, ax.dataLim.y1))
 
 
 def _from_start(high: float) -> tuple[float, float]:
@@ -1231,7 +1460,7 @@ def write(board: Leaderboard, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     plots = {
-        TIME_PLOT: plot_accuracy_vs_time(board),
+        TIME_PLOT: plot_primary_vs_time(board),
         SINGLE_JOINT_PLOT: plot_single_vs_joint(board),
     }
     for name, figure in plots.items():

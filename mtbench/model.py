@@ -1,4 +1,5 @@
-"""The multitask model: one shared backbone, one head layer that predicts every task."""
+"""The multitask model: the dataset's preprocessing, one shared backbone, one head layer that
+predicts every task."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from mtbench.data import TaskHierarchy, TaskSpec
 
 @keras.saving.register_keras_serializable(package="mtbench")
 class MultiTaskModel(keras.Model):
-    """Images (uint8 or float, HWC) -> shared features -> a dict of float32 logits per task.
+    """Inputs -> (preprocessing) -> shared features -> a dict of float32 outputs per task.
 
     Args:
-        backbone: A Keras layer from preprocessed images to a feature tensor.
-        heads: A Keras layer from features to ``{task: logits}``.
-        mean: Per-channel mean subtracted after scaling pixels to [0, 1] (``None``: none).
-        std: Per-channel deviation divided by after that (``None``: none).
+        backbone: A Keras layer from preprocessed inputs to a feature tensor.
+        heads: A Keras layer from features to ``{task: outputs}``.
+        preprocessing: The layer the dataset declares (:meth:`mtbench.inputs.Inputs.layer`), or
+            ``None``: floating inputs are cast to the compute dtype, others pass as they are.
 
     Example:
-        >>> model = MultiTaskModel(SeedCNN(), DenseHeads(tasks=[TaskSpec("fine", 100)]))
+        >>> model = MultiTaskModel(SeedCNN(), DenseHeads(tasks=[TaskSpec("fine", 100)]),
+        ...                        ImagePreprocessing(divisor=255.0))
         >>> model(images)["fine"].shape
         TensorShape([batch, 100])
     """
@@ -33,34 +35,31 @@ class MultiTaskModel(keras.Model):
         self,
         backbone: keras.layers.Layer,
         heads: keras.layers.Layer,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
+        preprocessing: keras.layers.Layer | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.heads = heads
-        self.mean = None if mean is None else [float(m) for m in mean]
-        self.std = None if std is None else [float(s) for s in std]
+        self.preprocessing = preprocessing
 
-    def preprocess(self, images: tf.Tensor) -> tf.Tensor:
-        """uint8 pixels -> the compute dtype, scaled to [0, 1] and standardized if configured."""
-        x = tf.cast(images, tf.float32) / 255.0
-        if self.mean is not None:
-            x = x - tf.constant(self.mean, tf.float32)
-        if self.std is not None:
-            x = x / tf.constant(self.std, tf.float32)
-        return tf.cast(x, self.compute_dtype)
+    def preprocess(self, inputs: Any) -> Any:
+        if self.preprocessing is not None:
+            return self.preprocessing(inputs)
+        return tf.nest.map_structure(self._cast, inputs)
 
-    def features(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.backbone(self.preprocess(images), training=training)
+    def _cast(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(x, self.compute_dtype) if x.dtype.is_floating else x
+
+    def features(self, inputs: Any, training: bool = False) -> tf.Tensor:
+        return self.backbone(self.preprocess(inputs), training=training)
 
     def predict_heads(self, features: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
-        logits = self.heads(features, training=training)
-        return {task: tf.cast(value, tf.float32) for task, value in logits.items()}
+        outputs = self.heads(features, training=training)
+        return {task: tf.cast(value, tf.float32) for task, value in outputs.items()}
 
-    def call(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
-        return self.predict_heads(self.features(images, training=training), training=training)
+    def call(self, inputs: Any, training: bool = False) -> dict[str, tf.Tensor]:
+        return self.predict_heads(self.features(inputs, training=training), training=training)
 
     @property
     def shared_variables(self) -> list[keras.Variable]:
@@ -75,8 +74,9 @@ class MultiTaskModel(keras.Model):
         config.update(
             backbone=keras.saving.serialize_keras_object(self.backbone),
             heads=keras.saving.serialize_keras_object(self.heads),
-            mean=self.mean,
-            std=self.std,
+            preprocessing=None
+            if self.preprocessing is None
+            else keras.saving.serialize_keras_object(self.preprocessing),
         )
         return config
 
@@ -85,7 +85,10 @@ class MultiTaskModel(keras.Model):
         config = dict(config)
         backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
         heads = keras.saving.deserialize_keras_object(config.pop("heads"))
-        return cls(backbone, heads, **config)
+        preprocessing = config.pop("preprocessing", None)
+        if preprocessing is not None:
+            preprocessing = keras.saving.deserialize_keras_object(preprocessing)
+        return cls(backbone, heads, preprocessing, **config)
 
 
 def task_seed(seed: int | None, task: str, part: str) -> int | None:
@@ -121,41 +124,47 @@ def build_model(
     backbone: Any,
     head: Any,
     tasks: Sequence[TaskSpec],
+    example: Any,
     *,
     hierarchy: TaskHierarchy | None = None,
     precision: str = "float32",
     seed: int = 0,
-    input_shape: Sequence[int] = (32, 32, 3),
-    input_dtype: str = "uint8",
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
+    preprocessing: keras.layers.Layer | None = None,
 ) -> MultiTaskModel:
     """A built model from backbone and head plugin configs (``{"name": ..., options}`` or a
     composed config node), initialised from ``seed`` under the ``precision`` dtype policy.
 
     The backbone is created first, from the global random state that ``seed`` sets, so its
-    weights do not depend on the tasks. The head gets ``seed`` too and derives each task's
-    initialisers from it and the task's name (:func:`task_seed`), so a task's head starts the
-    same in a single-task and a joint model.
+    weights do not depend on the tasks. The head gets ``seed`` too, if it declares that
+    argument, and derives each task's initialisers from it and the task's name
+    (:func:`task_seed`), so a task's head starts the same in a single-task and a joint model. A
+    head that declares ``hierarchy`` gets the dataset's (``None`` when it declares none).
+
+    Args:
+        example: One batch of inputs (an array or a dict of arrays, first axis the batch), used
+            to build the model's weights.
 
     Example:
-        >>> model = build_model({"name": "seed_cnn"}, {"name": "dense"}, [TaskSpec("fine", 100)])
+        >>> model = build_model({"name": "seed_cnn"}, {"name": "dense"}, [TaskSpec("fine", 100)],
+        ...                     np.zeros([1, 32, 32, 3], np.uint8))
     """
     from mtbench import registry
 
     keras.utils.set_random_seed(seed)
-    head_extra: dict[str, Any] = {"tasks": list(tasks), "hierarchy": hierarchy}
     head_name = head["name"] if isinstance(head, dict) else head.name
-    if _accepts(registry.get("head", str(head_name)).factory, "seed"):
+    factory = registry.get("head", str(head_name)).factory
+    head_extra: dict[str, Any] = {"tasks": list(tasks)}
+    if _accepts(factory, "seed"):
         head_extra["seed"] = seed  # heads written before `seed` existed keep working
+    if _accepts(factory, "hierarchy"):
+        head_extra["hierarchy"] = hierarchy
     with dtype_policy(precision):
         model = MultiTaskModel(
             registry.build("backbone", backbone),
             registry.build("head", head, **head_extra),
-            mean=mean,
-            std=std,
+            preprocessing,
         )
-        model(tf.zeros([1, *input_shape], tf.as_dtype(input_dtype)))
+        model(tf.nest.map_structure(tf.constant, example))
     return model
 
 

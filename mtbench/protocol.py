@@ -30,10 +30,11 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
 from mtbench import model as model_module
-from mtbench import registry
+from mtbench import records, registry
+from mtbench.baselines import BaselineCache, load_predictions, predictions_path
 from mtbench.config import BenchmarkConfig, ConfigError, TrainerConfig, check_keys, check_values
 from mtbench.cost import cost_comparison, flag_load, interleaved_step_seconds, load_summary
-from mtbench.data import DatasetError, DatasetSplits
+from mtbench.data import DatasetError, DatasetSplits, Split, validate
 from mtbench.distribute import describe as describe_strategy
 from mtbench.distribute import is_chief, make_strategy
 from mtbench.hardware import (
@@ -43,27 +44,21 @@ from mtbench.hardware import (
     precision_is_native,
     resolve_precision,
 )
-from mtbench.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from mtbench.inputs import Inputs
+from mtbench.io import atomic_save_npz, atomic_write_text
 from mtbench.model import MultiTaskModel
-from mtbench.pipeline import channel_statistics
 from mtbench.results import (
-    SCHEMA,
-    compare,
     environment,
     hierarchy_consistency,
     plot_curves,
     render_report,
     summary_text,
 )
-from mtbench.trainer import Budget, FitResult, Interrupted, NonFiniteError, Trainer
+from mtbench.tasks import TaskKind
+from mtbench.trainer import SELECTION_RULE, Budget, FitResult, Interrupted, NonFiniteError, Trainer
 from mtbench.weighting import EqualWeights, Weighting
 
 log = logging.getLogger(__name__)
-
-#: Config keys that may differ when a run directory is resumed (they do not change the numbers).
-RESUMABLE_DIFFERENCES = (
-    "resume", "trainer.progress", "dataset.root", "dataset.download", "benchmark.baseline_cache",
-)  # fmt: skip
 
 
 class BenchmarkFailed(RuntimeError):
@@ -74,7 +69,9 @@ class _Setup(NamedTuple):
     data: DatasetSplits
     tasks: list[str]
     precision: str
-    normalization: tuple[list[float], list[float]] | None
+    kinds: dict[str, TaskKind]  #: every task's kind, fitted on the training split
+    inputs: Inputs
+    preprocessing: dict[str, Any] | None  #: the preprocessing layer's serialised form
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ class RunPlan:
 
     @property
     def slug(self) -> str:
-        return self.name.replace(":", "_")
+        return records.run_slug(self.name)
 
 
 @contextmanager
@@ -107,9 +104,9 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 def plan_runs(tasks: Sequence[str], single_task: bool) -> list[RunPlan]:
-    plans = [RunPlan(f"single:{t}", (t,), False) for t in tasks] if single_task else []
+    plans = [RunPlan(records.single_run_name(t), (t,), False) for t in tasks] if single_task else []
     if len(tasks) > 1:
-        plans.append(RunPlan("joint", tuple(tasks), True))
+        plans.append(RunPlan(records.JOINT_RUN, tuple(tasks), True))
     return plans
 
 
@@ -119,34 +116,27 @@ def build_model(
     tasks: Sequence[str],
     precision: str,
     seed: int,
-    normalization: tuple[list[float], list[float]] | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> MultiTaskModel:
-    """The backbone and heads of ``cfg`` for ``tasks`` of ``data`` (see :func:`model.build_model`).
+    """The backbone and heads of ``cfg`` for ``tasks`` of ``data`` (see :func:`model.build_model`)
+    after the dataset's preprocessing layer (given serialised: each model gets its own copy).
 
-    Heads see the dataset's hierarchy even when this run trains only one of its tasks.
+    Heads that ask for the dataset's hierarchy see it even when this run trains one of its tasks.
     """
-    mean, std = normalization if normalization else (None, None)
+    import keras
+
+    layer = None if preprocessing is None else keras.saving.deserialize_keras_object(preprocessing)
+    example = tf.nest.map_structure(lambda a: np.zeros_like(a[:1]), data.train.x)
     return model_module.build_model(
         cfg.backbone,
         cfg.head,
         [data.task(t) for t in tasks],
+        example,
         hierarchy=data.hierarchy,
         precision=precision,
         seed=seed,
-        input_shape=data.train.x.shape[1:],
-        input_dtype=data.train.x.dtype.name,
-        mean=mean,
-        std=std,
+        preprocessing=layer,
     )
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(config, dict):
-        return {prefix: config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 class Benchmark:
@@ -167,18 +157,14 @@ class Benchmark:
         self.output_dir = Path(cfg.resume).expanduser() if cfg.resume else Path(output_dir)
         self.command = command or "python -m mtbench <your overrides>"
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        self.results: dict[str, Any] = {
-            "schema": SCHEMA,
-            "status": "running",
-            "error": None,
-            "config": config,
-            "environment": environment(),
-            "runs": [],
-            "comparison": None,
-        }
+        location = records.location_keys(
+            {k: registry.get(k, str(cfg[k].name)).config for k in registry.CONFIG_KINDS}
+        )
+        self.results: dict[str, Any] = records.new_results(config, environment(), location)
         self._predictions: dict[str, dict[str, np.ndarray]] = {}
         #: trainers of the runs trained in this process, kept for the interleaved cost probe
         self._trainers: dict[str, Trainer] = {}
+        self._prebuilt: dict[tuple[str, ...], tuple[MultiTaskModel, Weighting]] = {}
 
     # ---------------------------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
@@ -256,16 +242,12 @@ class Benchmark:
                     f"resume={self.cfg.resume}: no results.json in {path.parent}"
                 )
             return None
-        import json
-
-        previous = json.loads(path.read_text())
-        if previous.get("schema") != SCHEMA:
-            raise ConfigError(f"{path} is not an {SCHEMA} file; choose another run directory")
-        old, new = _flatten(previous["config"]), _flatten(self.results["config"])
-        differing = sorted(
-            key
-            for key in set(old) | set(new)
-            if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_DIFFERENCES)
+        previous = records.load(path)
+        differing = records.differing_keys(
+            previous["config"],
+            self.results["config"],
+            "resume",
+            location=set(previous["location_keys"]) | set(self.results["location_keys"]),
         )
         if differing:
             raise ConfigError(
@@ -294,26 +276,105 @@ class Benchmark:
                 trainer_config.precision.value, precision, hardware,
             )  # fmt: skip
         # Build the joint weighting first: a bad option fails before any data is read.
-        check = self._make_weighting(joint=True)
-        data = registry.build("dataset", cfg.dataset).load()
-        tasks = self._select_tasks(data)
-        check.setup(tasks)  # options that depend on the tasks fail before training, too
-        if trainer_config.batch_size > len(data.train):
+        with strategy.scope():
+            check = self._make_weighting(joint=True)
+        dataset = str(cfg.dataset.name)
+        try:
+            plugin = registry.build("dataset", cfg.dataset)
+        except ValueError as exc:  # an option the dataset refuses: its message names it
+            raise registry.PluginError(f"dataset '{dataset}': {exc}") from exc
+        data = plugin.load()
+        # what the dataset returned must fit its tasks' kinds: refused now, not in a compiled step
+        smoothing = {"label_smoothing": trainer_config.label_smoothing}
+        kinds = validate(data, dataset, defaults=smoothing)
+        tasks = self._select_tasks(data, kinds)
+        if len(tasks) > 1:
+            check.setup(tasks)  # options that depend on the tasks fail before training, too
+        elif not isinstance(check, EqualWeights):
             raise ConfigError(
-                f"trainer.batch_size={trainer_config.batch_size} is larger than the training "
-                f"split ({len(data.train)} examples); lower trainer.batch_size or train on more "
-                "data (see the dataset's options)"
+                f"weighting={cfg.weighting.name} combines several tasks, but this benchmark "
+                f"trains one ({tasks[0]}): there is no joint model to weight. Choose "
+                "benchmark.tasks with at least two of the dataset's tasks "
+                f"({', '.join(kinds)}), or weighting=ew."
             )
-        normalization = channel_statistics(data.train.x) if trainer_config.normalize else None
+        inputs = data.inputs if data.inputs is not None else Inputs()
+        if not isinstance(inputs, Inputs):
+            raise DatasetError(
+                f"dataset '{dataset}' declares inputs={inputs!r}: use a mtbench.inputs.Inputs "
+                "(e.g. ImageInputs) or None"
+            )
+        layer = inputs.layer(data.train.x)
+        preprocessing = None
+        if layer is not None:
+            import keras
+
+            preprocessing = keras.saving.serialize_keras_object(layer)
+        splits = {"train": data.train, "val": data.val, "test": data.test}
+        self.results["tasks"] = {
+            t: records.task_record(
+                kinds[t],
+                {name: int(kinds[t].labelled(split.y[t]).sum()) for name, split in splits.items()},
+                {name: len(split) for name, split in splits.items()},
+            )
+            for t in tasks
+        }
+        self.results["inputs"] = inputs.describe()
+        hierarchy = data.hierarchy
+        self.results["hierarchy"] = (
+            {"child": hierarchy.child, "parent": hierarchy.parent} if hierarchy else None
+        )
+        setup = _Setup(data, tasks, precision, kinds, inputs, preprocessing)
+        for plan in plan_runs(tasks, bool(self.benchmark_config.single_task)):
+            examples = len(self._training_examples(plan, setup))
+            if trainer_config.batch_size > examples:
+                raise ConfigError(
+                    f"trainer.batch_size={trainer_config.batch_size} is larger than the training "
+                    f"examples of run {plan.name} ({examples}: those labelled for "
+                    f"{', '.join(plan.tasks)}); lower trainer.batch_size or train on more data "
+                    f"(see the options of dataset '{dataset}')"
+                )
         with strategy.scope():  # the model and heads must fit the tasks: fail now, not later
-            build_model(cfg, data, tasks, precision, int(cfg.seed), normalization)
-        return _Setup(data, tasks, precision, normalization)
+            try:
+                model = build_model(cfg, data, tasks, precision, int(cfg.seed), preprocessing)
+            except ValueError as exc:  # a plugin refusing this dataset: its message says why
+                raise registry.PluginError(
+                    f"backbone '{cfg.backbone.name}' with head '{cfg.head.name}' cannot be built "
+                    f"for dataset '{dataset}': {exc}"
+                ) from exc
+            self._check_outputs(model, data, tasks, kinds, dataset)
+        # what was built to check the config is the joint run's, not thrown away
+        self._prebuilt = {tuple(tasks): (model, check)}
+        return setup
+
+    @staticmethod
+    def _check_outputs(
+        model: MultiTaskModel,
+        data: DatasetSplits,
+        tasks: Sequence[str],
+        kinds: dict[str, TaskKind],
+        dataset: str,
+    ) -> None:
+        """Each head output must have the shape its task's kind expects."""
+        example = tf.nest.map_structure(lambda a: tf.constant(a[:2]), data.train.x)
+        outputs = model(example, training=False)
+        for t in tasks:
+            if t not in outputs:
+                raise registry.PluginError(
+                    f"the head produced no output for task '{t}' (it produced {sorted(outputs)})"
+                )
+            got, expected = tuple(outputs[t].shape[1:]), kinds[t].output_shape
+            if got != tuple(expected):
+                raise registry.PluginError(
+                    f"head '{model.heads.name}' outputs {got} per example for task '{t}' of "
+                    f"dataset '{dataset}'; its kind '{kinds[t].spec.kind}' needs {tuple(expected)} "
+                    "(a head sizes its outputs from each TaskSpec's output_shape)"
+                )
 
     def _run(self, setup: _Setup) -> None:
         strategy = self.strategy
-        data, tasks, precision, normalization = setup
+        data, tasks, precision = setup.data, setup.tasks, setup.precision
         log.info(
-            "data: %d train, %d validation, %d test images; tasks %s; precision %s%s; %s",
+            "data: %d train, %d validation, %d test examples; tasks %s; precision %s%s; %s",
             len(data.train), len(data.val), len(data.test), ", ".join(tasks), precision,
             "" if self.results["resolved"]["precision_native"] else " (emulated, slow)",
             describe_strategy(strategy),
@@ -328,17 +389,17 @@ class Benchmark:
         cache = BaselineCache.for_config(self.benchmark_config.baseline_cache, self.results)
         for plan in plan_runs(tasks, bool(self.benchmark_config.single_task)):
             if plan.name in done:
-                self._predictions[plan.name] = self._load_predictions(self.output_dir, plan)
+                self._predictions[plan.name] = load_predictions(self.output_dir, plan.name)
                 continue
-            cached = cache.get(plan) if cache and not plan.joint else None
+            cached = cache.get(plan.name) if cache and not plan.joint else None
             if cached is not None:
                 log.info("run %s: reused from %s", plan.name, cache.folder)
                 run, self._predictions[plan.name] = cached
                 self._save_predictions(plan, self._predictions[plan.name])
             else:
-                run = self._train(plan, data, precision, strategy, normalization)
+                run = self._train(plan, setup)
                 if cache and not plan.joint and run["status"] == "complete":
-                    cache.put(plan, run, self._predictions[plan.name])
+                    cache.put(plan.name, run, self._predictions[plan.name])
             self.results["runs"].append(run)
             self._write()
         flagged = flag_load(self.results["runs"])
@@ -354,7 +415,7 @@ class Benchmark:
             self.results["comparison"]["cost"] = self._measure_cost(setup)
         self._trainers.clear()
 
-    def _select_tasks(self, data: DatasetSplits) -> list[str]:
+    def _select_tasks(self, data: DatasetSplits, kinds: dict[str, TaskKind]) -> list[str]:
         available = [t.name for t in data.tasks]
         wanted = list(self.benchmark_config.tasks or available)
         unknown = [t for t in wanted if t not in available]
@@ -368,6 +429,13 @@ class Benchmark:
             raise ConfigError(
                 f"benchmark.target names tasks {unknown_targets}; the tasks are {wanted}"
             )
+        for task, value in self.benchmark_config.target.items():
+            metric = kinds[task].primary
+            if metric.unit == "fraction" and not 0 < value <= 1:
+                raise ConfigError(
+                    f"benchmark.target.{task}={value} is out of range: the target is task "
+                    f"'{task}''s {metric.name}, a fraction in (0, 1]"
+                )
         return wanted
 
     def _make_weighting(self, joint: bool) -> Weighting:
@@ -381,25 +449,17 @@ class Benchmark:
             )
         return weighting
 
-    def _train(
-        self,
-        plan: RunPlan,
-        data: DatasetSplits,
-        precision: str,
-        strategy: tf.distribute.Strategy,
-        normalization: tuple[list[float], list[float]] | None,
-    ) -> dict[str, Any]:
+    def _train(self, plan: RunPlan, setup: _Setup) -> dict[str, Any]:
         checkpoints = self.output_dir / "checkpoints" / plan.slug
         resume = self.trainer_config.checkpoint_every > 0 and (checkpoints / "last.npz").is_file()
         log.info("run %s: tasks %s%s", plan.name, ", ".join(plan.tasks), " (resuming)" * resume)
         memory = PeakMemory()
         memory.start()
+        data, precision, strategy = setup.data, setup.precision, self.strategy
+        train = self._training_examples(plan, setup)
         trainer = self._trainer(
             plan,
-            data,
-            precision,
-            strategy,
-            normalization,
+            setup,
             logdir=self.output_dir / "tensorboard" / plan.slug,
             checkpoint_dir=checkpoints if self.trainer_config.checkpoint_every else None,
         )
@@ -412,7 +472,7 @@ class Benchmark:
             "error": None,
         }
         try:
-            fit = trainer.fit(data.train, data.val, resume=resume)
+            fit = trainer.fit(train, data.val, resume=resume)
         except NonFiniteError as exc:
             log.error("%s", exc)
             memory.stop()
@@ -428,31 +488,45 @@ class Benchmark:
             | {
                 "test": test_metrics,
                 "timing": _timing(fit) | {"test_seconds": test_seconds},
+                "selection": {"rule": SELECTION_RULE, "score": fit.best_score},
                 "load": load_summary(described["history"]),
             }
         )
 
+    @staticmethod
+    def _training_examples(plan: RunPlan, setup: _Setup) -> Split:
+        """A single-task run trains on the examples labelled for its task; the joint run on
+        every example labelled for any of its tasks."""
+        train = setup.data.train
+        labelled = np.zeros(len(train), bool)
+        for t in plan.tasks:
+            labelled |= setup.kinds[t].labelled(train.y[t])
+        return train if labelled.all() else train.take(np.flatnonzero(labelled))
+
     def _trainer(
         self,
         plan: RunPlan,
-        data: DatasetSplits,
-        precision: str,
-        strategy: tf.distribute.Strategy,
-        normalization: tuple[list[float], list[float]] | None,
+        setup: _Setup,
         logdir: Path | None = None,
         checkpoint_dir: Path | None = None,
     ) -> Trainer:
         """A fresh model (initialised from the seed) and its trainer for ``plan``."""
-        with strategy.scope():
-            model = build_model(self.cfg, data, plan.tasks, precision, int(self.cfg.seed),
-                                normalization)  # fmt: skip
-            weighting = self._make_weighting(plan.joint)
+        data, precision, strategy = setup.data, setup.precision, self.strategy
+        prebuilt = self._prebuilt.pop(plan.tasks, None) if plan.joint else None
+        if prebuilt is not None:  # built from the same seed by _setup and never trained
+            model, weighting = prebuilt
+        else:
+            with strategy.scope():
+                model = build_model(self.cfg, data, plan.tasks, precision, int(self.cfg.seed),
+                                    setup.preprocessing)  # fmt: skip
+                weighting = self._make_weighting(plan.joint)
         budget = self.benchmark_config
         return Trainer(
             self.trainer_config,
             model,
             weighting,
-            plan.tasks,
+            [setup.kinds[t] for t in plan.tasks],
+            inputs=setup.inputs,
             precision=precision,
             seed=int(self.cfg.seed),
             strategy=strategy,
@@ -473,13 +547,13 @@ class Benchmark:
         if not self._wants_cost():
             return None
         config = self.benchmark_config
-        data, tasks, precision, normalization = setup
+        tasks = setup.tasks
         steppers = {}
         for plan in plan_runs(tasks, single_task=True):
             trainer = self._trainers.get(plan.name)
             if trainer is None:
-                trainer = self._trainer(plan, data, precision, self.strategy, normalization)
-                batches = trainer.prepare(data.train)
+                trainer = self._trainer(plan, setup)
+                batches = trainer.prepare(self._training_examples(plan, setup))
             else:
                 batches = trainer.batches
             iterator = trainer.step_iterator(batches)
@@ -522,21 +596,7 @@ class Benchmark:
         return seconds, metrics
 
     def _save_predictions(self, plan: RunPlan, predictions: dict[str, np.ndarray]) -> None:
-        atomic_save_npz(
-            self.output_dir / "checkpoints" / plan.slug / "test_predictions.npz", predictions
-        )
-
-    @staticmethod
-    def _predictions_path(folder: Path, plan: RunPlan) -> Path:
-        return folder / "checkpoints" / plan.slug / "test_predictions.npz"
-
-    @staticmethod
-    def _load_predictions(folder: Path, plan: RunPlan) -> dict[str, np.ndarray]:
-        path = Benchmark._predictions_path(folder, plan)
-        if not path.is_file():
-            return {}
-        with np.load(path, allow_pickle=False) as z:
-            return {task: z[task] for task in z.files}
+        atomic_save_npz(predictions_path(self.output_dir, plan.name), predictions)
 
     @staticmethod
     def _describe(
@@ -584,7 +644,13 @@ class Benchmark:
 
     def _compare(self, tasks: list[str], data: DatasetSplits) -> dict[str, Any] | None:
         complete = [r for r in self.results["runs"] if r.get("status") == "complete"]
-        comparison = compare(complete, tasks)
+        if len(tasks) == 1:
+            self.results["notes"] = [records.one_task_note(tasks[0])]
+            log.warning("%s", self.results["notes"][0])
+            return None
+        comparison = records.compare(
+            complete, self.results["tasks"], metrics=self.benchmark_config.delta_m_metrics
+        )
         if comparison is None:
             return None
         comparison.update(
@@ -595,14 +661,14 @@ class Benchmark:
             return comparison
         child, parent = hierarchy.child, hierarchy.parent
         comparison["hierarchy"] = {"child": child, "parent": parent}
-        joint = self._predictions.get("joint", {})
+        joint = self._predictions.get(records.JOINT_RUN, {})
         if child in joint and parent in joint:
             comparison["hierarchy_consistency"] = hierarchy_consistency(
                 joint[child], joint[parent], hierarchy.parent_of
             )
         singles = (
-            self._predictions.get(f"single:{child}", {}),
-            self._predictions.get(f"single:{parent}", {}),
+            self._predictions.get(records.single_run_name(child), {}),
+            self._predictions.get(records.single_run_name(parent), {}),
         )
         if child in singles[0] and parent in singles[1]:
             comparison["hierarchy_consistency_single"] = hierarchy_consistency(
@@ -611,100 +677,12 @@ class Benchmark:
         return comparison
 
     def _write(self) -> None:
-        atomic_write_json(self.output_dir / "results.json", self.results)
+        records.write(self.output_dir / records.FILENAME, self.results)
         atomic_write_text(self.output_dir / "report.md", render_report(self.results))
         try:
             plot_curves(self.results, self.output_dir / "curves.png")
         except Exception as exc:  # a plot must never cost the results
             log.warning("could not draw curves.png: %s", exc)
-
-
-def source_fingerprint(objects: Sequence[Any]) -> str:
-    """A hash of the Python source of the top-level packages that define ``objects`` (every
-    ``.py`` file below each package, or the module file itself)."""
-    import hashlib
-    import importlib
-    import inspect
-
-    roots = set()
-    for obj in objects:
-        module = inspect.getmodule(obj)
-        if module is None:
-            continue
-        top = importlib.import_module(module.__name__.partition(".")[0])
-        path = Path(inspect.getfile(top)).resolve()
-        roots.add(path.parent if path.name == "__init__.py" else path)
-    digest = hashlib.sha256()
-    for root in sorted(roots):
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
-        for file in files:
-            digest.update(str(file.relative_to(root.parent)).encode() + b"\0")
-            digest.update(file.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-#: What a single-task run does not depend on (besides its task, which is part of the key).
-NOT_IN_BASELINE = ("weighting", "resume", "benchmark.single_task", "benchmark.tasks",
-                   "benchmark.baseline_cache", *RESUMABLE_DIFFERENCES)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class BaselineCache:
-    """Single-task runs kept under ``<cache>/<key>/``, where the key hashes everything a
-    single-task run depends on: the config without the weighting method (and without
-    :data:`NOT_IN_BASELINE`), the versions of mtbench, TensorFlow and Keras, and the source
-    code that trains it (:func:`source_fingerprint` of mtbench and of the packages of the
-    run's dataset, backbone and head plugins). Editing any module of those packages, committed
-    or not, starts a new key (the reference weighting methods share ``mtbench_plugins`` with
-    the reference datasets, backbones and heads); editing tests or docs keeps the cached
-    baselines."""
-
-    folder: Path
-
-    @classmethod
-    def for_config(cls, root: str | None, results: dict[str, Any]) -> BaselineCache | None:
-        if not root:
-            return None
-        import hashlib
-        import json
-
-        config = {
-            key: value
-            for key, value in _flatten(results["config"]).items()
-            if not key.startswith(NOT_IN_BASELINE)
-        }
-        environment = results["environment"]
-        versions = environment["versions"]
-        plugins = [
-            registry.get(kind, str(results["config"][kind]["name"])).factory
-            for kind in ("dataset", "backbone", "head")
-        ]
-        resolved = results.get("resolved") or {}
-        # auto precision resolves differently per machine, and numpy draws the data order
-        config["trainer.precision"] = resolved.get("precision", config.get("trainer.precision"))
-        identity = {
-            "config": config,
-            "device_class": resolved.get("device_class"),
-            "versions": {k: versions.get(k) for k in ("mtbench", "tensorflow", "keras", "numpy")},
-            "source": source_fingerprint([model_module.MultiTaskModel, *plugins]),
-        }
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        return cls(Path(root).expanduser() / digest)
-
-    def get(self, plan: RunPlan) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-        import json
-
-        path = self.folder / f"{plan.slug}.json"
-        if not path.is_file():
-            return None
-        run = json.loads(path.read_text()) | {"reused_from": str(self.folder)}
-        return run, Benchmark._load_predictions(self.folder, plan)
-
-    def put(self, plan: RunPlan, run: dict[str, Any], predictions: dict[str, np.ndarray]) -> None:
-        atomic_save_npz(
-            self.folder / "checkpoints" / plan.slug / "test_predictions.npz", predictions
-        )
-        atomic_write_json(self.folder / f"{plan.slug}.json", run)
 
 
 def _timing(fit: FitResult) -> dict[str, Any]:
@@ -714,7 +692,7 @@ def _timing(fit: FitResult) -> dict[str, Any]:
         "steps": fit.steps,
         "steps_per_epoch": fit.steps_per_epoch,
         "train_seconds": fit.train_seconds,
-        "images_per_second": fit.images_per_second,
+        "examples_per_second": fit.images_per_second,
         "trace_seconds": fit.trace_seconds,
         "eval_seconds": fit.eval_seconds,
     }

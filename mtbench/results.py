@@ -1,70 +1,9 @@
-"""The results of a benchmark: the ``mtbench.results/1`` schema, the comparison math and the report.
+"""What a benchmark reports from its results: the report, the summary, the curves, the environment.
 
-``results.json`` (written atomically at the start and after every run, so a crash keeps what was
-finished)::
-
-    {"schema": "mtbench.results/1",
-     "status": "running" | "complete" | "failed" | "interrupted",
-     "error": null | "<message>",                  # why the benchmark failed or stopped
-     "config": {...},                              # the full resolved config
-     "environment": {...},                         # library versions, git commit, machine
-     "resolved": {"precision": "mixed_bfloat16",   # what trainer.precision resolved to
-                  "precision_native": true,        # false: emulated by this hardware (slow)
-                  "device_class": "CPU AMD EPYC [avx2 avx512f avx512_bf16 ...]"},
-     "budget": null | {"time_budget_s": 60.0, "steps": {"<run>": 123}, "load_dependent": true,
-                       "note": "..."},            # equal-budget mode only
-     "runs": [{"name": "single:fine" | "single:coarse" | "joint", "tasks": [...],
-               "weighting": "<plugin>" | "plain loss",
-               "status": "complete" | "failed",     # failed: a NaN/Inf loss or gradient
-               "error": null | "<message>",
-               "test": null | {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
-               "best_epoch": 1,                    # selected on validation, 1-based
-               "val": {"<task>": {"accuracy": 0.0, "top5_accuracy": 0.0}},
-               "stopped_by": "epochs" | "time_budget" | "target",
-               "time_to_target": null | {"epoch": 1, "train_seconds": 0.0, "target": {...},
-                                         "load_dependent": true},
-               "skipped_steps": 0,                 # non-finite steps skipped (if allowed)
-               "resumed_from": null | {"epoch": 1, "batch": 0},
-               "reused_from": "<folder>",          # only for a baseline from the cache
-               "history": [{"epoch": 1, "train_loss": {...}, "loss_weights": {...},
-                            "val": {...}, "seconds": 0.0, "steps": 0,
-                            "train_seconds_so_far": 0.0, "learning_rate": 0.0,
-                            "skipped_steps": 0,
-                            # the machine during the epoch's training (mtbench.hardware):
-                            "cpu_seconds": 0.0, "others_utilisation": 0.0, "share": 1.0,
-                            "cpu_utilisation": 0.5, "load_average": 1.0,
-                            "gpu_utilisation": null}],
-               "timing": {"epoch_seconds": [...], "train_seconds": 0.0,
-                          "seconds_per_epoch": 0.0,   # train_seconds / steps * steps_per_epoch
-                          "steps": 0, "steps_per_epoch": 0,
-                          "images_per_second": 0.0, "trace_seconds": 0.0,
-                          "eval_seconds": 0.0, "test_seconds": 0.0},
-               "load": {"wall_seconds": 0.0, "cpu_seconds": 0.0,
-                        "share": 1.0,                  # machine share over the run (mtbench.cost)
-                        "lowest_epoch_share": 1.0, "load_average": 1.0,
-                        "gpu_utilisation": null,
-                        "flagged": false, "reasons": []},  # flagged: times not comparable
-               "parameters": 0, "peak_memory_mb": 0.0, "peak_memory_scope": "run" | "process",
-               "peak_device_memory_mb": null | 0.0, "device": "...",
-               "distribution": {"strategy": "default", "replicas": 1}, "precision": "..."}],
-     "comparison": null | {
-         "metric": "test top-1 accuracy",
-         "delta_m_percent": null | 0.0,           # null when a single-task accuracy is 0
-         "formula": "...",
-         "tasks": {"<task>": {"single": 0.0, "joint": 0.0, "delta_percent": 0.0}},
-         "hierarchy": null | {"child": "fine", "parent": "coarse"},
-         "hierarchy_consistency": null | 0.0,        # joint model
-         "hierarchy_consistency_single": null | 0.0, # the two single-task models together
-         "cost": null | {                            # load-robust (mtbench.cost)
-             "method": "...", "step_seconds": {"<run>": 0.0}, "probe_seconds": 0.0,
-             "joint_over_singles": 0.0,             # joint step / sum of single-task steps
-             "joint_over_single": {"<task>": 0.0}}
-     }}
-
-A failed run keeps ``name``, ``tasks``, ``status`` and ``error`` (and ``test`` is null); it is
-never reported as a number. The comparison needs every single-task run and the joint run.
-
-Accuracies are fractions in [0, 1]; times are wall-clock seconds; memory is MiB.
+The results file itself (its schema, the comparison and delta_m, reading and writing) belongs to
+:mod:`mtbench.records`; this module reads a ``mtbench.results/2`` record and presents it. Metrics
+are read generically from the record's ``tasks`` section: each task's metrics with their unit and
+direction, the primary metric first. Fractions are shown in %, physical units as recorded.
 """
 
 from __future__ import annotations
@@ -79,71 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from mtbench import records
 from mtbench.io import atomic_write_bytes
+from mtbench.tasks import Metric
 
-SCHEMA = "mtbench.results/1"
-
-DELTA_M_FORMULA = (
-    "delta_m = 100/T * sum_t (A_joint,t - A_single,t) / A_single,t, with A the test top-1 "
-    "accuracy of task t (higher is better) and T the number of tasks"
-)
-
-
-def delta_percent(single: float, joint: float) -> float:
-    """Relative change of the joint model against the single-task one, in percent."""
-    if single <= 0:
-        raise ValueError(f"the single-task accuracy is {single}; the relative gain is undefined")
-    return 100.0 * (joint - single) / single
-
-
-def delta_m(single: Mapping[str, float], joint: Mapping[str, float]) -> float:
-    """Mean relative multitask gain over tasks, in percent (see :data:`DELTA_M_FORMULA`)."""
-    if set(single) != set(joint) or not single:
-        raise ValueError(f"tasks differ: single {sorted(single)}, joint {sorted(joint)}")
-    return float(np.mean([delta_percent(single[t], joint[t]) for t in single]))
+#: The unit of a metric in [0, 1], shown in %.
+FRACTION = "fraction"
+SPLITS = ("train", "val", "test")
 
 
 def hierarchy_consistency(
     child_predictions: np.ndarray, parent_predictions: np.ndarray, parent_of: np.ndarray
 ) -> float:
-    """Fraction of images whose predicted parent class is the predicted child class's parent."""
+    """Fraction of examples whose predicted parent class is the predicted child class's parent."""
     return float(np.mean(parent_of[child_predictions] == parent_predictions))
-
-
-def compare(
-    runs: list[dict[str, Any]],
-    tasks: list[str],
-) -> dict[str, Any] | None:
-    """The single-task versus joint comparison, or ``None`` when either side is missing."""
-    by_name = {run["name"]: run for run in runs}
-    joint = by_name.get("joint")
-    singles = {t: by_name.get(f"single:{t}") for t in tasks}
-    if joint is None or any(run is None for run in singles.values()):
-        return None
-    single_acc = {t: singles[t]["test"][t]["accuracy"] for t in tasks}  # type: ignore[index]
-    joint_acc = {t: joint["test"][t]["accuracy"] for t in tasks}
-    try:
-        per_task = {
-            t: {
-                "single": single_acc[t],
-                "joint": joint_acc[t],
-                "delta_percent": delta_percent(single_acc[t], joint_acc[t]),
-            }
-            for t in tasks
-        }
-        gain: float | None = delta_m(single_acc, joint_acc)
-    except ValueError:
-        per_task = {
-            t: {"single": single_acc[t], "joint": joint_acc[t], "delta_percent": None}
-            for t in tasks
-        }
-        gain = None
-    return {
-        "metric": "test top-1 accuracy",
-        "delta_m_percent": gain,
-        "formula": DELTA_M_FORMULA,
-        "tasks": per_task,
-    }
 
 
 def environment(project_dir: Path | None = None) -> dict[str, Any]:
@@ -177,37 +65,92 @@ def _git_commit(directory: Path) -> str | None:
     return commit + ("-dirty" if dirty else "") if commit else None
 
 
+# ------------------------------------------------------------------------------ metric display
+def metric_unit(metric: Metric) -> str:
+    """The unit a metric is shown in: ``%`` for fractions, its own unit otherwise."""
+    return "%" if metric.unit == FRACTION else metric.unit
+
+
+def metric_scale(metric: Metric) -> float:
+    """What a recorded value is multiplied by for display (100 for fractions)."""
+    return 100.0 if metric.unit == FRACTION else 1.0
+
+
+def arrow(metric: Metric) -> str:
+    """``↑`` where higher is better, ``↓`` where lower is better."""
+    return "↑" if metric.higher_is_better else "↓"
+
+
+def format_metric(value: float | None, metric: Metric) -> str:
+    """A recorded value as shown: fractions in % with 2 decimals, other units with 4
+    significant digits; ``n/a`` when not computed."""
+    if value is None:
+        return "n/a"
+    if metric.unit == FRACTION:
+        return f"{100 * value:.2f}"
+    return f"{value:.4g}"
+
+
+def metric_label(metric: Metric) -> str:
+    """``accuracy (%)`` or ``mae (eV)``."""
+    return f"{metric.name} ({metric_unit(metric)})"
+
+
 # --------------------------------------------------------------------------------------- report
-def _pct(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{100 * value:.{digits}f}"
-
-
 def _signed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}"
+
+
 def task_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Per task: single and joint test top-1 / top-5 accuracy (%) and the relative change."""
-    headers = [
-        "task", "single top-1 %", "joint top-1 %", "delta %", "single top-5 %", "joint top-5 %",
-    ]  # fmt: skip
-    runs = {run["name"]: run for run in results["runs"] if run.get("test")}
-    joint = runs.get("joint")
-    comparison = results.get("comparison") or {"tasks": {}}
-    tasks = list(dict.fromkeys(t for r in results["runs"] for t in r["tasks"]))
+    """Per task and metric (the primary first): the single-task and joint test values, the
+    relative change (positive: the joint model is better) and whether delta_m counts it."""
+    comparison = results.get("comparison")
+    headers = ["task", "metric", "better", "single", "joint", "Δ % (+: joint better)"]
+    headers += ["in delta_m"] if comparison else []
+    runs = records.completed_runs(results)
+    joint = runs.get(records.JOINT_RUN)
+    entries = {(e.task, e.metric): e for e in records.comparison_entries(results)}
     rows = []
-    for t in tasks:
-        single = runs.get(f"single:{t}")
-        rows.append(
-            [
-                t,
-                _pct(single["test"][t]["accuracy"]) if single else "n/a",
-                _pct(joint["test"][t]["accuracy"]) if joint else "n/a",
-                _signed(comparison["tasks"].get(t, {}).get("delta_percent")),
-                _pct(single["test"][t]["top5_accuracy"]) if single else "n/a",
-                _pct(joint["test"][t]["top5_accuracy"]) if joint else "n/a",
+    for task, record in records.task_records(results).items():
+        single = runs.get(records.single_run_name(task))
+        for metric in record.ordered_metrics:
+            entry = entries.get((task, metric.name))
+            label = metric_label(metric) + (", primary" if metric.name == record.primary else "")
+            row = [
+                task,
+                label,
+                f"{arrow(metric)} {'higher' if metric.higher_is_better else 'lower'}",
+                format_metric(records.value(single, task, metric.name) if single else None, metric),
+                format_metric(records.value(joint, task, metric.name) if joint else None, metric),
+                _signed(entry.delta_percent if entry else None),
             ]
-        )
+            if comparison:
+                row.append("yes" if entry and entry.counted else "")
+            rows.append(row)
+    return headers, rows
+
+
+def data_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per task: its kind, its primary metric and how many examples of each split are labelled
+    for it."""
+    headers = ["task", "kind", "primary metric", *(f"labelled {s}" for s in SPLITS)]
+    rows = []
+    for task, record in records.task_records(results).items():
+        counts = []
+        for split in SPLITS:
+            labelled, examples = record.labelled.get(split), record.examples.get(split)
+            if labelled is None:
+                counts.append("n/a")
+            else:
+                counts.append(
+                    f"{labelled} of {examples}" if examples is not None else str(labelled)
+                )
+        metric = record.primary_metric
+        rows.append([task, record.kind, f"{metric_label(metric)} {arrow(metric)}", *counts])
     return headers, rows
 
 
@@ -228,10 +171,14 @@ def _share(run: Mapping[str, Any]) -> str:
     return f"{100 * load['share']:.0f}" + (" (busy)" if load.get("flagged") else "")
 
 
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per run: selection, cost and where it ran."""
     headers = [
-        "run", "best epoch", "steps", "s/epoch", "images/s", "train s", "machine share %",
+        "run", "best epoch", "steps", "s/epoch", "examples/s", "train s", "machine share %",
         "trace s", "eval s", "peak MiB", "precision", "device",
     ]  # fmt: skip
     rows = []
@@ -240,19 +187,19 @@ def run_table(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             rows.append([run["name"], "failed", *["n/a"] * (len(headers) - 2)])
             continue
         timing = run["timing"]
-        per_epoch = seconds_per_epoch(run)
+        evaluation = timing.get("eval_seconds", 0.0) + timing.get("test_seconds", 0.0)
         rows.append(
             [
                 run["name"] + (" (cached)" if run.get("reused_from") else ""),
                 str(run["best_epoch"]),
                 str(timing.get("steps", "n/a")),
-                f"{per_epoch:.2f}" if per_epoch is not None else "n/a",
-                f"{timing['images_per_second']:.0f}",
-                f"{timing['train_seconds']:.1f}",
+                _number(seconds_per_epoch(run), ".2f"),
+                _number(timing.get("examples_per_second"), ".0f"),
+                _number(timing.get("train_seconds"), ".1f"),
                 _share(run),
-                f"{timing['trace_seconds']:.2f}",
-                f"{timing['eval_seconds'] + timing['test_seconds']:.1f}",
-                f"{run['peak_memory_mb']:.0f}",
+                _number(timing.get("trace_seconds"), ".2f"),
+                f"{evaluation:.1f}",
+                _number(run.get("peak_memory_mb"), ".0f"),
                 run["precision"],
                 run["device"],
             ]
@@ -298,32 +245,84 @@ def cost_lines(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def delta_m_text(comparison: Mapping[str, Any]) -> str:
+    """``delta_m = +1.23 %`` with how many entries it averages, or why it is undefined."""
+    counted = sum(1 for e in comparison.get("entries") or () if e.get("counted", True))
+    which = {"primary": "each task's primary metric", "all": "every metric of every task"}
+    over = f"K = {counted} entries: {which.get(comparison.get('metrics'), '?')}"
+    if comparison.get("delta_m_percent") is None:
+        why = comparison.get("delta_m_undefined") or "not recorded"
+        return f"delta_m is undefined ({over}): {why}"
+    return f"delta_m = {_signed(comparison['delta_m_percent'])} % ({over})"
+
+
+def hierarchy_text(results: Mapping[str, Any]) -> str | None:
+    """How often the predicted parent class is the predicted child's parent, when the dataset
+    declares a hierarchy and both tasks were compared (else ``None``)."""
+    comparison = results.get("comparison") or {}
+    declared = comparison.get("hierarchy") or results.get("hierarchy")
+    if not declared or not comparison:
+        return None
+    return (
+        f"Hierarchy consistency (how often the predicted `{declared['parent']}` class is the "
+        f"parent of the predicted `{declared['child']}` class, on test): joint model "
+        f"{_pct(comparison.get('hierarchy_consistency'))} %; the two single-task models "
+        f"together {_pct(comparison.get('hierarchy_consistency_single'))} %."
+    )
+
+
 def _table(table: tuple[list[str], list[list[str]]], fmt: str) -> str:
     from tabulate import tabulate
 
     headers, rows = table
-    return tabulate(rows, headers=headers, tablefmt=fmt)
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
 
 
 def summary_text(results: Mapping[str, Any], fmt: str = "github") -> str:
-    parts = [_table(task_table(results), fmt)]
+    """The task table, delta_m, hierarchy consistency and the run table, for the terminal."""
+    parts = [*(results.get("notes") or ()), _table(task_table(results), fmt)]
     comparison = results.get("comparison")
     if comparison:
-        line = f"delta_m = {_signed(comparison['delta_m_percent'])} %"
-        if comparison.get("hierarchy_consistency") is not None:
-            h = comparison["hierarchy"]
-            line += (
-                f"; hierarchy consistency ({h['child']} -> {h['parent']}): joint "
-                f"{_pct(comparison['hierarchy_consistency'], 1)} %, single-task pair "
-                f"{_pct(comparison.get('hierarchy_consistency_single'), 1)} %"
-            )
-        parts.append(line)
+        parts.append(delta_m_text(comparison))
+    hierarchy = hierarchy_text(results)
+    if hierarchy:
+        parts.append(hierarchy)
     parts.append(_table(run_table(results), fmt))
     return "\n\n".join(parts)
 
 
+def selection_text(results: Mapping[str, Any]) -> str:
+    """How each run's weights were chosen (``runs[].selection.rule``)."""
+    rules: dict[str, list[str]] = {}
+    for run in results["runs"]:
+        rule = (run.get("selection") or {}).get("rule")
+        if rule:
+            rules.setdefault(rule, []).append(run["name"])
+    text = "Each run's weights are those of its best epoch on the validation split"
+    if not rules:
+        return text + " (the selection rule is not recorded); the test split is used only here."
+    if len(rules) == 1:
+        return f"{text}: {next(iter(rules)).rstrip('.')}."
+    return (
+        text
+        + ":\n\n"
+        + "\n".join(
+            f"- {', '.join(f'`{n}`' for n in names)}: {rule}" for rule, names in rules.items()
+        )
+    )
+
+
+def _inputs_text(results: Mapping[str, Any]) -> list[str]:
+    inputs = results.get("inputs")
+    if not inputs:
+        return []
+    options = ", ".join(f"{k} {v}" for k, v in inputs.items() if k != "type")
+    return [f"Inputs as the dataset declares them: `{inputs.get('type')}`"
+            + (f" ({options})." if options else "."), ""]  # fmt: skip
+
+
 def render_report(results: Mapping[str, Any]) -> str:
-    """A readable Markdown report of ``results``."""
+    """A readable Markdown report of ``results`` (a ``mtbench.results/2`` record)."""
     config = results["config"]
     names = {k: config[k].get("name", "?") for k in ("dataset", "backbone", "head", "weighting")}
     trainer = config["trainer"]
@@ -334,6 +333,9 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"Status: **{results['status']}**"
         + (f" ({results['error']})" if results.get("error") else ""),
         "",
+    ]
+    lines += [f"**Note:** {note}\n" for note in results.get("notes") or ()]
+    lines += [
         f"Dataset `{names['dataset']}`, backbone `{names['backbone']}`, head `{names['head']}`, "
         f"weighting `{names['weighting']}` (single-task baselines: plain loss). "
         f"Trainer: {trainer['optimizer']}, learning rate {trainer['learning_rate']} "
@@ -341,30 +343,41 @@ def render_report(results: Mapping[str, Any]) -> str:
         f"{trainer['epochs']} epochs, {precision_text(results)}; seed {config['seed']}. "
         "The full config is in results.json.",
         "",
-        "## Test accuracy",
-        "",
-        "Each run's weights are those of its best epoch on the validation split (mean "
-        "validation top-1 accuracy over the run's tasks); the test split is used only here.",
-        "",
     ]
+    if results.get("tasks"):
+        lines += [
+            "## Tasks and data",
+            "",
+            "Each task's kind, the metric that selects epochs and counts in delta_m by default "
+            "(↑ higher is better, ↓ lower is better), and the examples labelled for it per split "
+            "(of all the split's examples): a task is trained and scored on its labelled examples "
+            "only.",
+            "",
+            _table(data_table(results), "github"),
+            "",
+        ]
+        lines += _inputs_text(results)
     if not results["runs"]:
-        lines[-4:] = ["No run has finished yet: there are no numbers to report."]
+        lines += ["No run has finished yet: there are no numbers to report."]
         lines += _environment_lines(env)
         return "\n".join(lines)
-    lines.append(_table(task_table(results), "github"))
+    lines += [
+        "## Test results",
+        "",
+        selection_text(results),
+        "",
+        "Fractions are shown in %, other metrics in their own unit. Δ % is the joint model's "
+        "relative change against the single-task model of that task, signed so that **positive "
+        "means the joint model is better** whatever the metric's direction.",
+        "",
+        _table(task_table(results), "github"),
+    ]
     comparison = results.get("comparison")
     if comparison:
-        lines += ["", f"**delta_m = {_signed(comparison['delta_m_percent'])} %**, where "
-                  f"{comparison['formula']}."]  # fmt: skip
-        if comparison.get("hierarchy_consistency") is not None:
-            h = comparison["hierarchy"]
-            lines += [
-                "",
-                f"Hierarchy consistency (how often the predicted `{h['parent']}` class is the "
-                f"parent of the predicted `{h['child']}` class, on test): joint model "
-                f"{_pct(comparison['hierarchy_consistency'], 1)} %; the two single-task models "
-                f"together {_pct(comparison.get('hierarchy_consistency_single'), 1)} %.",
-            ]
+        lines += ["", f"**{delta_m_text(comparison)}**, where {comparison['formula']}."]
+    hierarchy = hierarchy_text(results)
+    if hierarchy:
+        lines += ["", hierarchy]
     failed = [run for run in results["runs"] if run.get("status") == "failed"]
     if failed:
         lines += ["", "## Failed runs", ""]
@@ -382,14 +395,13 @@ def render_report(results: Mapping[str, Any]) -> str:
             + ". The steps a run gets depend on its step cost and on the machine's load "
             "(see machine share below): these results are load-dependent.",
         ]
-    targets = [run for run in results["runs"] if run.get("time_to_target") is not None]
     if config["benchmark"].get("target"):
-        lines += ["", "## Time to target", "", f"Target (validation top-1): "
+        lines += ["", "## Time to target", "", "Target (on validation, each task's primary "
+                  "metric, reached at or above it, or at or below it where lower is better): "
                   f"{config['benchmark']['target']}. Times are wall-clock training seconds and "
                   "depend on the machine's load (see machine share below).", ""]  # fmt: skip
-        reached = {run["name"]: run["time_to_target"] for run in targets}
         for run in results["runs"]:
-            hit = reached.get(run["name"])
+            hit = run.get("time_to_target")
             lines.append(
                 f"- `{run['name']}`: "
                 + (f"epoch {hit['epoch']}, {hit['train_seconds']:.1f} s of training" if hit else
@@ -401,7 +413,7 @@ def render_report(results: Mapping[str, Any]) -> str:
         _table(run_table(results), "github"),
         "",
         "s/epoch is train s divided by the steps run, times the steps of a full epoch; "
-        "images/s and train s count training steps only, from the first touch of an epoch's "
+        "examples/s and train s count training steps only, from the first touch of an epoch's "
         "data to the end of its last step (wall clock: they depend on the machine's load); "
         "tracing the step (trace s) and validation plus test (eval s) are measured apart. "
         "Machine share % is the part of the cores' capacity that other processes left to the "
@@ -409,7 +421,8 @@ def render_report(results: Mapping[str, Any]) -> str:
         "process's resident-memory high-water mark during the run.",
     ]
     if any(run.get("history") for run in results["runs"]):
-        lines += ["", "curves.png plots validation accuracy per epoch and against training time."]
+        lines += ["", "curves.png plots each task's validation primary metric per epoch and "
+                  "against training time."]  # fmt: skip
     lines += _environment_lines(env)
     return "\n".join(lines)
 
@@ -427,8 +440,8 @@ def _environment_lines(env: Mapping[str, Any]) -> list[str]:
 
 
 def plot_curves(results: Mapping[str, Any], path: Path) -> bool:
-    """Time-to-accuracy curves: each run's validation top-1 accuracy per task against its
-    training seconds (evaluation time excluded), one panel per task. Written atomically; returns
+    """Each run's validation primary metric per task, per epoch and against its training
+    seconds (evaluation time excluded), one column per task. Written atomically; returns
     whether there was anything to plot."""
     import io
 
@@ -438,11 +451,17 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     runs = [r for r in results["runs"] if r.get("history")]
-    tasks = list(dict.fromkeys(t for r in runs for t in r["tasks"]))
+    tasks = {
+        t: record
+        for t, record in records.task_records(results).items()
+        if any(t in r["tasks"] for r in runs)
+    }
     if not tasks:
         return False
     figure, axes = plt.subplots(2, len(tasks), figsize=(5 * len(tasks), 7.2), squeeze=False)
-    for column, task in enumerate(tasks):
+    for column, (task, record) in enumerate(tasks.items()):
+        metric = record.primary_metric
+        lowest = np.inf
         for run in runs:
             if task not in run["tasks"]:
                 continue
@@ -451,16 +470,17 @@ def plot_curves(results: Mapping[str, Any], path: Path) -> bool:
             label = run["name"] + (" (busy machine)" if busy else "")
             epochs = [h["epoch"] for h in run["history"]]
             seconds = [h["train_seconds_so_far"] for h in run["history"]]
-            accuracy = [100 * h["val"][task]["accuracy"] for h in run["history"]]
-            axes[0][column].plot(epochs, accuracy, label=label, **style)
-            axes[1][column].plot(seconds, accuracy, label=label, **style)
-        axes[0][column].set(title=task, xlabel="epoch", ylabel="validation top-1 (%)")
-        axes[1][column].set(
-            xlabel="training time (s, wall clock: depends on load)",
-            ylabel="validation top-1 (%)",
-        )
+            values = [records.value(h, task, metric.name, "val") for h in run["history"]]
+            shown = np.array([np.nan if v is None else v for v in values]) * metric_scale(metric)
+            lowest = np.nanmin([lowest, *shown]) if len(shown) else lowest
+            axes[0][column].plot(epochs, shown, label=label, **style)
+            axes[1][column].plot(seconds, shown, label=label, **style)
+        ylabel = f"validation {metric_label(metric)}, {arrow(metric)} better"
+        axes[0][column].set(title=task, xlabel="epoch", ylabel=ylabel)
+        axes[1][column].set(xlabel="training time (s, wall clock: depends on load)", ylabel=ylabel)
         for axis in axes[:, column]:
-            axis.set_ylim(bottom=0)
+            if lowest >= 0:  # no exaggerated distances for metrics that cannot be negative
+                axis.set_ylim(bottom=0)
             axis.grid(alpha=0.3)
             axis.legend(fontsize="small")
     figure.tight_layout()

@@ -50,9 +50,11 @@ from mtbench import checkpoint
 from mtbench.config import TrainerConfig
 from mtbench.data import Split
 from mtbench.hardware import gpu_utilisation, machine_share, sample_machine
+from mtbench.inputs import Inputs
 from mtbench.model import MultiTaskModel
 from mtbench.optim import BudgetSchedule, learning_rate, make_optimizer
-from mtbench.pipeline import Augmentation, EpochBatches
+from mtbench.pipeline import EpochBatches
+from mtbench.tasks import TaskKind
 from mtbench.weighting import GradientWeighting, LossWeighting, Weighting
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     best_val: dict[str, dict[str, float]] = field(default_factory=dict)
+    best_score: float | None = None  #: the selection score of the best epoch
     trace_seconds: float = 0.0
     eval_seconds: float = 0.0
     images_seen: int = 0
@@ -135,19 +138,37 @@ class FitResult:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the ``k`` largest logits."""
-    if k >= logits.shape[1]:
-        return 1.0
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+def selection_score(
+    val: Mapping[str, Mapping[str, float]],
+    kinds: Mapping[str, TaskKind],
+    reference: Mapping[str, Mapping[str, float]] | None,
+) -> float:
+    """The validation score the best epoch maximises (see :data:`SELECTION_RULE`)."""
+    primaries = {t: kinds[t].primary for t in kinds}
+    signs = {t: 1.0 if m.higher_is_better else -1.0 for t, m in primaries.items()}
+    values = {t: float(val[t][m.name]) for t, m in primaries.items()}
+    if any(np.isnan(v) for v in values.values()):
+        return -np.inf
+    if len({(m.unit, m.higher_is_better) for m in primaries.values()}) == 1:
+        return float(np.mean([signs[t] * values[t] for t in kinds]))
+    assert reference is not None
+    changes = []
+    for t, metric in primaries.items():
+        base = float(reference[t][metric.name])
+        scale = abs(base) if base and np.isfinite(base) else 1.0
+        changes.append(signs[t] * (values[t] - base) / scale)
+    return float(np.mean(changes))
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {
-        "accuracy": float(np.mean(np.argmax(logits, axis=1) == labels)),
-        "top5_accuracy": topk_accuracy(logits, labels, 5),
-    }
+#: How :func:`selection_score` chooses the best epoch (written into results).
+SELECTION_RULE = (
+    "best epoch = the highest validation score (the earliest on ties); score = the mean over the "
+    "run's tasks of each task's primary metric, negated where lower is better, when all those "
+    "metrics share unit and direction (e.g. accuracies); otherwise the mean over tasks of the "
+    "signed relative change of the primary metric against the run's first epoch, "
+    "s_k * (M_k - M_k,1) / |M_k,1| with s_k = -1 where lower is better. The test split "
+    "chooses nothing."
+)
 
 
 class _Step(NamedTuple):
@@ -178,7 +199,9 @@ class Trainer:
         config: The ``trainer`` config.
         model: The model; its heads must predict every task in ``tasks``.
         weighting: The weighting plugin, not yet set up.
-        tasks: The tasks this run trains, in a fixed order.
+        tasks: The kinds of the tasks this run trains (bound to their tasks, fitted on the
+            training split: :func:`mtbench.data.validate`), in a fixed order.
+        inputs: The dataset's input declaration (augmentation, evaluation views).
         precision: The resolved Keras dtype policy the model was built under.
         seed: Seeds the data order and augmentation (see :mod:`mtbench.pipeline`).
         strategy: The ``tf.distribute`` strategy (default: the current one).
@@ -193,8 +216,9 @@ class Trainer:
         config: TrainerConfig,
         model: MultiTaskModel,
         weighting: Weighting,
-        tasks: Sequence[str],
+        tasks: Sequence[TaskKind] | Mapping[str, TaskKind],
         *,
+        inputs: Inputs | None = None,
         precision: str,
         seed: int,
         strategy: tf.distribute.Strategy | None = None,
@@ -206,7 +230,15 @@ class Trainer:
         self.config = config
         self.model = model
         self.weighting = weighting
-        self.tasks = tuple(tasks)
+        kinds = list(tasks.values()) if isinstance(tasks, Mapping) else list(tasks)
+        if not all(isinstance(k, TaskKind) for k in kinds):
+            raise TypeError(
+                "Trainer(tasks=...) takes the tasks' kinds (mtbench.tasks.TaskKind, e.g. from "
+                "mtbench.data.validate or mtbench.tasks.task_kind(TaskSpec(...))), not names"
+            )
+        self.kinds = {k.name: k for k in kinds}
+        self.tasks = tuple(self.kinds)
+        self.inputs = inputs or Inputs()
         self.precision = precision
         self.seed = seed
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -262,26 +294,21 @@ class Trainer:
             return tf.cast(self.optimizer.dynamic_scale, tf.float32)
         return tf.constant(1.0)
 
-    def _cross_entropy(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        """Per-example cross-entropy, with label smoothing if configured."""
-        smoothing = self.config.label_smoothing
-        if not smoothing:
-            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        classes = tf.shape(logits)[-1]
-        target = tf.one_hot(labels, classes) * (1.0 - smoothing)
-        target += smoothing / tf.cast(classes, tf.float32)
-        return tf.nn.softmax_cross_entropy_with_logits(target, logits)
-
-    def _shares(
-        self, labels: dict[str, tf.Tensor], logits: dict[str, tf.Tensor]
-    ) -> list[tf.Tensor]:
-        """This replica's share of each task's global-batch mean loss (they sum to the mean)."""
+    def _shares(self, labels: dict[str, Any], outputs: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        """This replica's share of each task's mean loss over the global batch's labelled
+        examples (the shares of all replicas sum to it). A task without a labelled example in
+        the batch gets exactly zero loss and gradient."""
         context = tf.distribute.get_replica_context()
-        count = tf.cast(tf.shape(labels[self.tasks[0]])[0], tf.float32)
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        per_example, counts = [], []
+        for t in self.tasks:
+            y, present = labels[t]
+            labelled = tf.reduce_any(tf.reshape(present, [tf.shape(present)[0], -1]), axis=1)
+            loss = self.kinds[t].loss(y, outputs[t], present)
+            per_example.append(tf.where(labelled, loss, tf.zeros_like(loss)))
+            counts.append(tf.reduce_sum(tf.cast(labelled, tf.float32)))
+        totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack(counts))
         return [
-            tf.reduce_sum(self._cross_entropy(labels[t], logits[t])) / tf.maximum(total, 1.0)
-            for t in self.tasks
+            tf.reduce_sum(loss) / tf.maximum(totals[i], 1.0) for i, loss in enumerate(per_example)
         ]
 
     def _regularization_share(self) -> tf.Tensor:
@@ -551,25 +578,33 @@ class Trainer:
         self._predict = self._make_predict(example)
 
     def _make_predict(self, example: Split) -> Any:
-        """Logits for a batch; with ``eval_flip``, the mean of the image's and its mirror's."""
-        flip = self.config.eval_flip
-        image_spec = tf.TensorSpec([None, *example.x.shape[1:]], tf.as_dtype(example.x.dtype))
+        """Outputs for a batch: the mean over the dataset's evaluation views (one by default;
+        e.g. an image and its mirror with flip averaging)."""
+        spec = tf.nest.map_structure(
+            lambda a: tf.TensorSpec([None, *np.shape(a)[1:]], tf.as_dtype(np.asarray(a).dtype)),
+            example.x,
+        )
+        inputs = self.inputs
 
-        def predict(images: tf.Tensor) -> dict[str, tf.Tensor]:
-            logits = self.model(images, training=False)
-            if not flip:
-                return logits
-            mirrored = self.model(tf.reverse(images, axis=[2]), training=False)
-            return {t: (logits[t] + mirrored[t]) / 2 for t in logits}
+        def predict(x: Any) -> dict[str, tf.Tensor]:
+            views = inputs.views(x)
+            outputs = self.model(views[0], training=False)
+            for view in views[1:]:
+                more = self.model(view, training=False)
+                outputs = {t: outputs[t] + more[t] for t in outputs}
+            if len(views) == 1:
+                return outputs
+            return {t: v / len(views) for t, v in outputs.items()}
 
-        return tf.function(predict, input_signature=[image_spec])
+        return tf.function(predict, input_signature=[spec])
 
     # ------------------------------------------------------------------------------------- fit
     def fit(self, train: Split, val: Split, resume: bool = False) -> FitResult:
         """Train, validating after each epoch; the model ends with its best epoch's weights.
 
-        The best epoch has the highest mean validation accuracy over this run's tasks (the
-        earliest on ties). With ``resume``, training continues from ``checkpoint_dir/last.npz``.
+        The best epoch is chosen on validation by :func:`selection_score` (see
+        :data:`SELECTION_RULE`). With ``resume``, training continues from
+        ``checkpoint_dir/last.npz``.
 
         Raises:
             NonFiniteError: a loss or gradient was not finite (unless skipping is configured).
@@ -579,7 +614,7 @@ class Trainer:
         if config.batch_size > len(train):
             raise ValueError(
                 f"trainer.batch_size={config.batch_size} is larger than the training split "
-                f"({len(train)} images); lower trainer.batch_size or raise dataset.train_limit."
+                f"({len(train)} examples); lower trainer.batch_size or train on more data."
             )
         batches = self.prepare(train)
         result = FitResult(steps_per_epoch=self._steps_per_epoch(batches))
@@ -619,10 +654,12 @@ class Trainer:
             result.skipped_steps += record.skipped_steps
             self.weighting.on_epoch_end(epoch, self._loss_sum.numpy() / max(steps, 1))
             self._log_epoch(record, steps * config.batch_size / max(seconds, 1e-9))
-            score = float(np.mean([val_metrics[t]["accuracy"] for t in self.tasks]))
+            reference = result.history[0].val if result.history else val_metrics
+            score = selection_score(val_metrics, self.kinds, reference)
             if score > best_score:
                 best_score, best_weights = score, [v.numpy() for v in self.model.variables]
                 result.best_epoch, result.best_val = epoch, val_metrics
+                result.best_score = score
                 self._save_best(epoch, val_metrics)
             self._check_target(record, result)
             if config.checkpoint_every and (
@@ -642,8 +679,7 @@ class Trainer:
         (``fit`` starts with this; benchmarks call it to time steps alone). The seconds it took
         are in ``trace_seconds``."""
         config = self.config
-        augmentation = Augmentation(**asdict(config.augment))
-        batches = EpochBatches(train, self.tasks, config.batch_size, self.seed, augmentation)
+        batches = EpochBatches(train, self.kinds, config.batch_size, self.seed, self.inputs)
         if batches.steps_per_epoch < self.samples:
             raise ValueError(
                 f"{type(self.weighting).__name__} draws {self.samples} batches per update, but an "
@@ -773,7 +809,13 @@ class Trainer:
         target = {t: v for t, v in self.budget.target.items() if t in self.tasks}
         if not target or result.time_to_target is not None:
             return
-        if all(record.val[t]["accuracy"] >= v for t, v in target.items()):
+
+        def reached(task: str, value: float) -> bool:
+            metric = self.kinds[task].primary
+            current = record.val[task][metric.name]
+            return current >= value if metric.higher_is_better else current <= value
+
+        if all(reached(t, v) for t, v in target.items()):
             result.time_to_target = {
                 "epoch": record.epoch,
                 "train_seconds": record.train_seconds_so_far,
@@ -864,22 +906,24 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- evaluation
     def predict(self, split: Split) -> dict[str, np.ndarray]:
-        """float32 logits of every task for every image of ``split``."""
+        """float32 head outputs of every task for every example of ``split``."""
         if self._predict is None:
             self._predict = self._make_predict(split)
         outputs: dict[str, list[np.ndarray]] = {t: [] for t in self.tasks}
         size = self.config.eval_batch_size
         for start in range(0, len(split), size):
-            logits = self._predict(tf.constant(split.x[start : start + size]))
+            batch = tf.nest.map_structure(lambda a, i=start: tf.constant(a[i : i + size]), split.x)
+            predicted = self._predict(batch)
             for t in self.tasks:
-                outputs[t].append(logits[t].numpy())
+                outputs[t].append(predicted[t].numpy())
         return {t: np.concatenate(chunks) for t, chunks in outputs.items()}
 
     def evaluate(self, split: Split) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-        """Top-1 and top-5 accuracy per task, and the predicted class of each image."""
-        logits = self.predict(split)
-        metrics = {t: classification_metrics(logits[t], split.y[t]) for t in self.tasks}
-        predictions = {t: np.argmax(logits[t], axis=1) for t in self.tasks}
+        """Every task's metrics (on its labelled examples) and its predictions in label space
+        (the predicted class, the 0/1 labels, the target in its unit) for every example."""
+        outputs = self.predict(split)
+        metrics = {t: self.kinds[t].evaluate(outputs[t], split.y[t]) for t in self.tasks}
+        predictions = {t: self.kinds[t].predictions(outputs[t]) for t in self.tasks}
         return metrics, predictions
 
     # ---------------------------------------------------------------------------------- report
@@ -888,11 +932,14 @@ class Trainer:
         sums = self._loss_sum.numpy()
         return {t: float(s) / steps for t, s in zip(self.tasks, sums, strict=True)}
 
-    def _log_epoch(self, record: EpochRecord, images_per_second: float) -> None:
-        accuracies = ", ".join(f"{t} {record.val[t]['accuracy']:.4f}" for t in self.tasks)
+    def _log_epoch(self, record: EpochRecord, examples_per_second: float) -> None:
+        primaries = ", ".join(
+            f"{t} {self.kinds[t].primary.name} {record.val[t][self.kinds[t].primary.name]:.4f}"
+            for t in self.tasks
+        )
         log.info(
-            "%s epoch %d: %.1f s (%.0f images/s), val accuracy %s",
-            self.name, record.epoch, record.seconds, images_per_second, accuracies,
+            "%s epoch %d: %.1f s (%.0f examples/s), val %s",
+            self.name, record.epoch, record.seconds, examples_per_second, primaries,
         )  # fmt: skip
         if self._writer is None:
             return
@@ -900,10 +947,10 @@ class Trainer:
             for t in self.tasks:
                 tf.summary.scalar(f"train_loss/{t}", record.train_loss[t])
                 tf.summary.scalar(f"loss_weight/{t}", record.weights[t])
-                tf.summary.scalar(f"val_accuracy/{t}", record.val[t]["accuracy"])
-                tf.summary.scalar(f"val_top5_accuracy/{t}", record.val[t]["top5_accuracy"])
+                for metric, value in record.val[t].items():
+                    tf.summary.scalar(f"val_{metric}/{t}", value)
             tf.summary.scalar("time/epoch_seconds", record.seconds)
-            tf.summary.scalar("time/images_per_second", images_per_second)
+            tf.summary.scalar("time/examples_per_second", examples_per_second)
             tf.summary.scalar("learning_rate", record.learning_rate)
 
 

@@ -50,7 +50,10 @@ class Weighting(keras.layers.Layer):
         self.tasks: tuple[str, ...] = ()
 
     def setup(self, tasks: Sequence[str]) -> None:
-        """Called once, before training, with the task names in the order of every tensor."""
+        """Called before training with the task names in the order of every tensor (again with
+        the same tasks: nothing happens)."""
+        if self.built and self.tasks == tuple(tasks):
+            return
         self.tasks = tuple(tasks)
         self.build_state(len(self.tasks))
         self.built = True

@@ -54,13 +54,40 @@ def run_benchmark(root: Path, tmp_path: Path, *overrides: str, timeout: int = 60
     return json.loads((tmp_path / "run" / "results.json").read_text())
 
 
-def reference_model(precision: str = "float32", backbone: str = "seed_cnn", head: str = "dense"):
-    """The reference fine/coarse model, built from seed 0 under ``precision``."""
-    from mtbench.data import TaskSpec
+def image_model(backbone, head, tasks, shape=(32, 32, 3), **options):
+    """A model for uint8 images of ``shape``, scaled to [0, 1] inside the model as the reference
+    dataset declares (``build_model`` options such as ``precision``, ``hierarchy``, ``seed``
+    pass through)."""
+    import numpy as np
+
+    from mtbench.inputs import ImagePreprocessing
     from mtbench.model import build_model
 
-    tasks = [TaskSpec("fine", 100), TaskSpec("coarse", 20)]
-    return build_model({"name": backbone}, {"name": head}, tasks, precision=precision)
+    backbone = {"name": backbone} if isinstance(backbone, str) else backbone
+    head = {"name": head} if isinstance(head, str) else head
+    example = np.zeros([1, *shape], np.uint8)
+    preprocessing = ImagePreprocessing(255.0, name="preprocessing")
+    return build_model(backbone, head, tasks, example, preprocessing=preprocessing, **options)
+
+
+def reference_tasks(*names: str):
+    """The reference tasks ``fine`` (100 classes) and ``coarse`` (20), or those named."""
+    from mtbench.tasks import TaskSpec
+
+    tasks = {"fine": TaskSpec("fine", 100), "coarse": TaskSpec("coarse", 20)}
+    return [tasks[n] for n in names or tasks]
+
+
+def kinds(*names: str):
+    """The kinds of :func:`reference_tasks` (what ``Trainer`` takes)."""
+    from mtbench.tasks import task_kinds
+
+    return task_kinds(reference_tasks(*names))
+
+
+def reference_model(precision: str = "float32", backbone: str = "seed_cnn", head: str = "dense"):
+    """The reference fine/coarse model, built from seed 0 under ``precision``."""
+    return image_model(backbone, head, reference_tasks(), precision=precision)
 
 
 def fake_distribution(site: Path, dist: str, module: str, body: str, entry: str) -> None:
@@ -75,7 +102,7 @@ def fake_distribution(site: Path, dist: str, module: str, body: str, entry: str)
 
 def tiny_tasks():
     """Three tasks of 10, 5 and 3 classes, for tiny training runs."""
-    from mtbench.data import TaskSpec
+    from mtbench.tasks import TaskSpec
 
     return (TaskSpec("a", 10), TaskSpec("b", 5), TaskSpec("c", 3))
 
@@ -107,20 +134,18 @@ def train_tiny(
 
     from mtbench import registry
     from mtbench.config import TrainerConfig
-    from mtbench.model import build_model
+    from mtbench.tasks import task_kinds
     from mtbench.trainer import Trainer
 
     tasks = tiny_tasks()
-    model = build_model(
-        {"name": "seed_cnn"}, {"name": "dense"}, tasks, precision=precision, input_shape=(8, 8, 3)
-    )
+    model = image_model("seed_cnn", "dense", tasks, shape=(8, 8, 3), precision=precision)
     initial = [v.numpy().copy() for v in model.trainable_variables]
     weighting = registry.build("weighting", config)
     trainer_config = TrainerConfig(
         batch_size=16, epochs=epochs, progress=False, checkpoint_every=1 if checkpoint_dir else 0
     )
     trainer = Trainer(
-        trainer_config, model, weighting, [t.name for t in tasks], precision=precision, seed=0,
+        trainer_config, model, weighting, task_kinds(tasks), precision=precision, seed=0,
         checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
     train = tiny_split(16 * max(2, weighting.samples_per_step), seed=1)

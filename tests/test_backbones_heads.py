@@ -1,9 +1,7 @@
 """Backbone and head plugins: every registered one builds, trains one step and round-trips through
 Keras serialization; known variants have the literature's sizes; the hierarchical head's coarse
-prediction is the fine prediction summed per superclass; bad options fail with clear errors.
-
-Importing a plugin module registers its plugins: until the new modules are entry points, the
-imports of their classes below are what puts them into ``mtbench.list_plugins``.
+prediction is the fine prediction summed per superclass; heads shape each task's outputs as its
+kind asks; bad options fail with clear errors.
 """
 
 from __future__ import annotations
@@ -14,10 +12,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import image_model
 
 import mtbench
-from mtbench.data import TaskHierarchy, TaskSpec
-from mtbench.model import MultiTaskModel, build_model
+from mtbench.data import TaskHierarchy
+from mtbench.model import MultiTaskModel
+from mtbench.tasks import TaskSpec
 from mtbench_plugins.backbones.building_blocks import FusedBatchNorm
 from mtbench_plugins.backbones.resnet import ResNet
 from mtbench_plugins.backbones.resnet9 import ResNet9
@@ -65,7 +65,7 @@ def _images(n: int = 4, seed: int = 0) -> tf.Tensor:
 
 
 def _model(backbone: dict, head: dict, precision: str = "float32") -> MultiTaskModel:
-    return build_model(backbone, head, TASKS, hierarchy=HIERARCHY, precision=precision)
+    return image_model(backbone, head, TASKS, hierarchy=HIERARCHY, precision=precision)
 
 
 def _train_step(model: MultiTaskModel, images: tf.Tensor) -> float:
@@ -260,6 +260,35 @@ def test_mlp_towers_have_the_configured_layers_per_task():
     )
 
 
+# ------------------------------------------------------------ outputs shaped by the task kind
+OTHER_KINDS = [
+    TaskSpec("energy", kind="regression", label_shape=(2,)),
+    TaskSpec("tags", kind="multilabel", label_shape=(6,)),
+    TaskSpec("mask", 3, kind="segmentation", label_shape=(4, 4)),
+    TaskSpec("digit", 10),
+]
+
+
+@pytest.mark.parametrize("head", [{"name": "dense"}, {"name": "mlp", "hidden_units": [8]}],
+                         ids=["dense", "mlp"])  # fmt: skip
+def test_heads_produce_the_output_shape_each_task_kind_asks_for(head):
+    heads = mtbench.build_plugin("head", head, tasks=OTHER_KINDS, seed=0)
+    heads.build((None, 8))
+    out = heads(_features())
+    assert {t: tuple(v.shape) for t, v in out.items()} == {
+        "energy": (5, 2), "tags": (5, 6), "mask": (5, 4, 4, 3), "digit": (5, 10),
+    }  # fmt: skip
+    assert "hierarchy" not in heads.get_config()
+    restored = type(heads).from_config(json.loads(json.dumps(heads.get_config())))
+    assert [t.get_config() for t in restored.tasks] == [t.get_config() for t in OTHER_KINDS]
+
+
+def test_the_hierarchical_head_refuses_tasks_that_are_not_classification():
+    regression = TaskSpec("coarse", kind="regression", label_shape=(4,))
+    with pytest.raises(ValueError, match="both tasks must be classification tasks"):
+        HierarchicalHeads(tasks=[TASKS[0], regression], hierarchy=HIERARCHY)
+
+
 # ------------------------------------------------------------------------- hierarchical head
 def _hierarchical(mix: float = 0.0, hierarchy=HIERARCHY, tasks=TASKS) -> HierarchicalHeads:
     keras.utils.set_random_seed(0)
@@ -385,7 +414,9 @@ def test_hierarchy_round_trips_through_get_config():
     ],
 )
 def test_invalid_options_fail_with_a_message_naming_the_key(kind, config, match):
-    extra = {"tasks": TASKS, "hierarchy": HIERARCHY} if kind == "head" else {}
+    extra = {"tasks": TASKS} if kind == "head" else {}
+    if config["name"] == "hierarchical":
+        extra["hierarchy"] = HIERARCHY
     with pytest.raises(ValueError, match=match):
         mtbench.build_plugin(kind, config, **extra)
 

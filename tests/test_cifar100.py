@@ -18,7 +18,8 @@ import pytest
 import synthetic_cifar
 from helpers import run_mtbench
 
-from mtbench.data import DatasetError, stratified_split, stratified_subset
+from mtbench.data import DatasetError, stratified_split, stratified_subset, validate
+from mtbench.inputs import Augmentation, ImageInputs
 from mtbench_plugins.datasets.cifar100 import Cifar100
 from mtbench_plugins.datasets.cifar100_formats import FINE_TO_COARSE
 
@@ -56,6 +57,23 @@ def test_loaded_tasks_names_and_hierarchy(npz_root):
     np.testing.assert_array_equal(splits.hierarchy.parent_of, FINE_TO_COARSE)
     for split in (splits.train, splits.val, splits.test):
         np.testing.assert_array_equal(split.y["coarse"], FINE_TO_COARSE[split.y["fine"]])
+
+
+def test_the_dataset_declares_its_image_inputs_and_passes_validation(npz_root):
+    splits = Cifar100(root=str(npz_root), download=False, val_size=100).load()
+    assert splits.inputs == ImageInputs(divisor=255.0)  # scaled to [0, 1], nothing else
+    kinds = validate(splits, "cifar100")
+    assert {t: (k.spec.kind, k.num_classes) for t, k in kinds.items()} == {
+        "fine": ("classification", 100), "coarse": ("classification", 20),
+    }  # fmt: skip
+    options = Cifar100(
+        root=str(npz_root), download=False, val_size=100, normalize=True, eval_flip=True,
+        augment={"crop_padding": 4, "horizontal_flip": True, "cutout": 8},
+    ).load()  # fmt: skip
+    assert options.inputs == ImageInputs(
+        divisor=255.0, normalize=True, eval_flip=True,
+        augmentation=Augmentation(crop_padding=4, horizontal_flip=True, cutout=8),
+    )  # fmt: skip
 
 
 def test_coarse_labels_come_from_the_file_and_wrong_ones_are_refused(tmp_path, synthetic_arrays):

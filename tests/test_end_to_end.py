@@ -11,10 +11,10 @@ import pytest
 from helpers import run_mtbench
 from hydra import compose, initialize_config_dir
 
-from mtbench import registry
+from mtbench import records, registry
+from mtbench.baselines import source_fingerprint
 from mtbench.cli import config_dir, prepare
-from mtbench.protocol import Benchmark, source_fingerprint
-from mtbench.results import delta_m
+from mtbench.protocol import Benchmark
 from mtbench.weighting import LossWeighting
 
 TINY = ["dataset.val_size=100", "trainer.epochs=2", "trainer.batch_size=64"]
@@ -43,7 +43,7 @@ def e2e_run(archive_root, tmp_path_factory) -> Path:
 
 def test_results_json_has_every_run_and_a_consistent_comparison(e2e_run):
     results = json.loads((e2e_run / "run" / "results.json").read_text())
-    assert results["schema"] == "mtbench.results/1" and results["status"] == "complete"
+    assert results["schema"] == records.SCHEMA and results["status"] == "complete"
     assert results["config"]["trainer"]["epochs"] == 2 and results["config"]["seed"] == 0
     assert results["environment"]["versions"]["tensorflow"]
     runs = {run["name"]: run for run in results["runs"]}
@@ -53,18 +53,21 @@ def test_results_json_has_every_run_and_a_consistent_comparison(e2e_run):
         for task in run["tasks"]:
             test = run["test"][task]
             assert 0 <= test["accuracy"] <= test["top5_accuracy"] <= 1
+            assert 0 <= test["macro_f1"] <= 1
             assert 0 <= run["val"][task]["accuracy"] <= 1
         assert run["best_epoch"] in (1, 2) and len(run["history"]) == 2
         timing = run["timing"]
         assert len(timing["epoch_seconds"]) == 2
         assert timing["train_seconds"] == pytest.approx(sum(timing["epoch_seconds"]))
-        assert timing["images_per_second"] == pytest.approx(2 * 700 / timing["train_seconds"])
+        assert timing["examples_per_second"] == pytest.approx(2 * 700 / timing["train_seconds"])
         assert run["peak_memory_mb"] > 0 and run["device"] and run["precision"]
         assert run["parameters"] > 940_128
     comparison = results["comparison"]
     single = {t: runs[f"single:{t}"]["test"][t]["accuracy"] for t in ("fine", "coarse")}
     joint = {t: runs["joint"]["test"][t]["accuracy"] for t in ("fine", "coarse")}
-    assert comparison["delta_m_percent"] == pytest.approx(delta_m(single, joint))
+    # delta_m: the mean over tasks of each primary metric's (accuracy's) relative change
+    changes = [records.delta_percent(single[t], joint[t]) for t in ("fine", "coarse")]
+    assert comparison["delta_m_percent"] == pytest.approx(sum(changes) / 2)
     assert comparison["tasks"]["fine"]["single"] == single["fine"]
     assert 0 <= comparison["hierarchy_consistency"] <= 1
     assert comparison["hierarchy"] == {"child": "fine", "parent": "coarse"}
@@ -76,7 +79,7 @@ def test_results_json_has_every_run_and_a_consistent_comparison(e2e_run):
 def test_report_table_and_tensorboard_are_written(e2e_run):
     report = (e2e_run / "run" / "report.md").read_text()
     assert "| fine" in report and "| coarse" in report and "delta_m" in report
-    assert "100/T" in report
+    assert records.DELTA_M_FORMULA in report
     assert "delta_m =" in (e2e_run / "stdout.txt").read_text()  # the summary is printed
     assert (e2e_run / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     for run in ("single_fine", "single_coarse", "joint"):
@@ -90,9 +93,9 @@ class _FailsWhenTraced(LossWeighting):
 
 
 def test_a_failing_joint_run_keeps_the_finished_runs(npz_root, tmp_path):
-    prepare()
     with registry.isolated():
         registry.register("weighting", "test_exploding")(_FailsWhenTraced)
+        prepare()  # after registering: stores the schemas of the plugins registered so far
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(
                 "config",
@@ -121,8 +124,8 @@ def test_the_same_config_and_seed_give_the_same_numbers(npz_root, tmp_path):
         f"dataset.root={npz_root}",
         "trainer.progress=false",
         "trainer.epochs=2",
-        "trainer.augment.crop_padding=2",
-        "trainer.augment.horizontal_flip=true",
+        "dataset.augment.crop_padding=2",
+        "dataset.augment.horizontal_flip=true",
         "benchmark.single_task=false",
         *TINY[:1],
         "trainer.batch_size=128",
@@ -134,6 +137,9 @@ def test_the_same_config_and_seed_give_the_same_numbers(npz_root, tmp_path):
     for a, b in zip(first["runs"], second["runs"], strict=True):
         assert a["test"] == b["test"] and a["val"] == b["val"]
         assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert first["inputs"]["augmentation"] == {
+        "crop_padding": 2, "horizontal_flip": True, "cutout": 0,
+    }  # fmt: skip
     env = first["environment"]
     assert env["versions"]["tensorflow"] and env["versions"]["keras"] and "git_commit" in env
     assert first["config"]["seed"] == 0 and first["config"]["dataset"]["split_seed"] == 0

@@ -198,6 +198,10 @@ def test_a_head_that_needs_a_hierarchy_fails_before_training_on_a_dataset_withou
             lambda root, val_size: Flat(root=root, download=False, val_size=val_size)
         )
         cfg = _cfg(npz_root, "dataset=test_flat", "head=hierarchical")
-        with pytest.raises(ValueError, match="head=hierarchical needs a dataset that declares"):
+        with pytest.raises(
+            registry.PluginError,
+            match="head 'hierarchical' cannot be built for dataset 'test_flat': "
+            "head=hierarchical needs a dataset that declares",
+        ):
             Benchmark(cfg, tmp_path).run()
     assert not (tmp_path / "results.json").exists()  # refused before the benchmark started

@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import image_model
 
 import mtbench
-from mtbench.data import TaskHierarchy, TaskSpec
-from mtbench.model import MultiTaskModel, build_model, task_seed
+from mtbench.data import TaskHierarchy
+from mtbench.model import MultiTaskModel, task_seed
+from mtbench.tasks import TaskSpec
 
 SPECS = {"fine": TaskSpec("fine", 12), "coarse": TaskSpec("coarse", 4)}
 HIERARCHY = TaskHierarchy("fine", "coarse", np.array([2, 0, 3, 1, 0, 2, 1, 3, 3, 0, 1, 2]))
@@ -41,7 +43,7 @@ def _heads() -> list:
 
 
 def _build(head: dict, tasks: tuple[str, ...], seed: int = 0) -> MultiTaskModel:
-    return build_model(BACKBONE, head, [SPECS[t] for t in tasks], hierarchy=HIERARCHY, seed=seed)
+    return image_model(BACKBONE, head, [SPECS[t] for t in tasks], hierarchy=HIERARCHY, seed=seed)
 
 
 def _relative(path: str, layer_name: str) -> str:

@@ -19,13 +19,13 @@ import pytest
 from helpers import REPO, run_mtbench
 from omegaconf import OmegaConf
 
-from mtbench import leaderboard
+from mtbench import leaderboard, records
 from mtbench.callbacks import LeaderboardCallback
 from mtbench.leaderboard import LeaderboardError, build, main, summarize, write_leaderboard
-from mtbench.results import SCHEMA, compare, delta_m
 
 # Student t quantiles t(0.975, df), from a printed table.
 T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}
+DATA = Path(__file__).parent / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -56,6 +56,24 @@ def _run(name: str, accuracies: dict[str, float], epoch_seconds=(1.0, 1.0)) -> d
     }
 
 
+#: The "tasks" section of the hand-made runs: two classification tasks.
+TASKS = {
+    t: {
+        "kind": "classification",
+        "primary": "accuracy",
+        "metrics": {
+            "accuracy": {"unit": "fraction", "higher_is_better": True, "description": "top-1"},
+            "top5_accuracy": {"unit": "fraction", "higher_is_better": True, "description": ""},
+        },
+        "labelled": {"train": 800, "val": 100, "test": 300},
+        "examples": {"train": 800, "val": 100, "test": 300},
+    }
+    for t in ("fine", "coarse")
+}
+#: The options of the hand-made dataset config that say where data is (as its plugin marks them)
+LOCATION = ["dataset.root", "dataset.download"]
+
+
 def write_run(
     path: Path,
     config: dict,
@@ -65,23 +83,18 @@ def write_run(
     status: str = "complete",
     error: str | None = None,
 ) -> Path:
-    """A Hydra job dir: ``.hydra/config.yaml``, ``.hydra/overrides.yaml`` and ``results.json``."""
+    """A Hydra job dir: ``.hydra/config.yaml``, ``.hydra/overrides.yaml`` and a ``/2``
+    ``results.json`` (two classification tasks)."""
     single = single if single is not None else {"fine": 0.40, "coarse": 0.50}
-    runs = [_run(f"single:{t}", {t: a}) for t, a in single.items()]
+    runs = [_run(records.single_run_name(t), {t: a}) for t, a in single.items()]
     if joint is not None:
-        runs.append(_run("joint", joint, epoch_seconds))
-    complete = status == "complete"
-    results = {
-        "schema": SCHEMA,
-        "status": status,
-        "error": error,
-        "config": config,
-        "environment": {"git_commit": "abc123"},
-        "runs": runs,
-        "comparison": compare(runs, ["fine", "coarse"]) if complete else None,
-    }
+        runs.append(_run(records.JOINT_RUN, joint, epoch_seconds))
+    results = records.new_results(config, {"git_commit": "abc123"}, location_keys=LOCATION)
+    results.update(status=status, error=error, tasks=TASKS, runs=runs)
+    if status == "complete":
+        results["comparison"] = records.compare(runs, TASKS)
     write_hydra_dir(path, config)
-    (path / "results.json").write_text(json.dumps(results))
+    records.write(path / "results.json", results)
     return path
 
 
@@ -200,27 +213,29 @@ def test_varying_keys_are_the_columns_and_shared_keys_are_listed(sweep):
 def test_row_statistics_are_mean_std_and_t_interval_over_seeds(sweep):
     board = build([sweep])
     row = _rows_by_name(board)[("ew", 0.001)]
-    metric = {m.column: m for m in board.metrics}
-    fine = row.stat(metric["fine_joint_top1_pct"])
+    metric = {m.column: m for m in board.quantities}
+    fine = row.stat(metric["fine_joint_accuracy_pct"])
     half = T_975[2] * math.sqrt(13) / math.sqrt(3)  # deviations -3, -1, +4 points
     assert fine.n == 3 and fine.mean == pytest.approx(43.0)
     assert fine.std == pytest.approx(math.sqrt(13))
     assert fine.ci_low == pytest.approx(43.0 - half) and fine.ci_high == pytest.approx(43.0 + half)
-    gains = [
-        delta_m({"fine": 0.4, "coarse": 0.5}, {"fine": a, "coarse": 0.5}) for a in (0.4, 0.42, 0.47)
-    ]
-    assert gains == pytest.approx([0.0, 2.5, 8.75])
+    # fine 40 % -> 40, 42, 47 %: +0, +5, +17.5 %; coarse unchanged; delta_m the mean of the two
+    gains = [0.0, 2.5, 8.75]
+    assert [r.delta_m for r in row.runs] == pytest.approx(gains)
     assert row.stat(metric["delta_m_pct"]).mean == pytest.approx(sum(gains) / 3)
     seconds = row.stat(metric["joint_seconds_per_epoch"])
     assert seconds.mean == pytest.approx(3.0) and seconds.std == pytest.approx(1.0)
-    single = row.stat(metric["fine_single_top1_pct"])
+    single = row.stat(metric["fine_single_accuracy_pct"])
     assert single.mean == pytest.approx(40.0) and single.std == pytest.approx(0.0)
 
 
 def test_rows_are_ranked_by_mean_delta_m(sweep):
     board = build([sweep])
     means = [
-        row.stat(m).mean for row in board.rows for m in board.metrics if m.column == "delta_m_pct"
+        row.stat(m).mean
+        for row in board.rows
+        for m in board.quantities
+        if m.column == "delta_m_pct"
     ]
     assert means == sorted(means, reverse=True)
     assert board.rows[0].identity["weighting.name"] == "static"
@@ -234,9 +249,10 @@ def test_one_seed_interval_is_shown_as_undefined(sweep, tmp_path):
     assert "43.00 ± 3.61 [34.04, 51.96]" in markdown
     rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").open()))
     one = next(r for r in rows if r["trainer.learning_rate"] == "0.01")
-    assert one["fine_joint_top1_pct_mean"] == "30.0" and one["fine_joint_top1_pct_n"] == "1"
+    assert one["fine_joint_accuracy_pct_mean"] == "30.0"
+    assert one["fine_joint_accuracy_pct_n"] == "1"
     for column in ("std", "ci95_low", "ci95_high"):
-        assert one[f"fine_joint_top1_pct_{column}"] == ""
+        assert one[f"fine_joint_accuracy_pct_{column}"] == ""
     assert len(board.rows) == 3
 
 
@@ -256,7 +272,7 @@ def test_failed_and_incomplete_runs_are_listed_and_not_counted(sweep, tmp_path):
     assert statuses == {"6": "failed", "7": "running", "8": "no results", "9": "unreadable"}
     ew = _rows_by_name(board)[("ew", 0.001)]
     assert ew.seeds == [0, 1, 2] and len(ew.failed) == 4
-    single = next(m for m in board.metrics if m.column == "fine_single_top1_pct")
+    single = next(m for m in board.quantities if m.column == "fine_single_accuracy_pct")
     assert ew.stat(single).mean == pytest.approx(40.0)  # the failed runs' 99 % is not averaged in
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
     failed_section = markdown.split("## Failed and incomplete runs")[1].split("## ")[0]
@@ -270,18 +286,18 @@ def test_failed_and_incomplete_runs_are_listed_and_not_counted(sweep, tmp_path):
 
 def test_a_failed_training_run_inside_a_complete_benchmark_is_listed(sweep, tmp_path):
     job = write_run(sweep / "6", _config(3), joint={"fine": 0.9, "coarse": 0.9})
-    results = json.loads((job / "results.json").read_text())
+    results = records.load(job / "results.json")
     joint = results["runs"][-1]
     joint.update(status="failed", error="FloatingPointError: non-finite loss", test=None)
     results["comparison"] = None
-    (job / "results.json").write_text(json.dumps(results))
+    records.write(job / "results.json", results)
     board = write_leaderboard([sweep], tmp_path / "out")
 
     ew = _rows_by_name(board)[("ew", 0.001)]
     assert ew.seeds == [0, 1, 2, 3] and len(ew.failed) == 1  # seed 3's baselines count
-    metric = {m.column: m for m in board.metrics}
-    assert ew.stat(metric["fine_joint_top1_pct"]).n == 3  # its joint run does not
-    assert ew.stat(metric["fine_single_top1_pct"]).n == 4
+    metric = {m.column: m for m in board.quantities}
+    assert ew.stat(metric["fine_joint_accuracy_pct"]).n == 3  # its joint run does not
+    assert ew.stat(metric["fine_single_accuracy_pct"]).n == 4
     (failed,) = board.failed
     assert failed.part == "joint" and "non-finite loss" in failed.error
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
@@ -322,10 +338,15 @@ def test_csv_has_one_row_per_configuration_with_every_statistic(sweep, tmp_path)
     )
     assert ew["n_seeds"] == "3" and ew["seeds"] == "0 1 2" and ew["n_failed"] == "0"
     half = T_975[2] * math.sqrt(13) / math.sqrt(3)
-    assert float(ew["fine_joint_top1_pct_mean"]) == pytest.approx(43.0)
-    assert float(ew["fine_joint_top1_pct_std"]) == pytest.approx(math.sqrt(13))
-    assert float(ew["fine_joint_top1_pct_ci95_low"]) == pytest.approx(43.0 - half)
-    assert float(ew["fine_joint_top1_pct_ci95_high"]) == pytest.approx(43.0 + half)
+    assert float(ew["fine_joint_accuracy_pct_mean"]) == pytest.approx(43.0)
+    assert float(ew["fine_joint_accuracy_pct_std"]) == pytest.approx(math.sqrt(13))
+    assert float(ew["fine_joint_accuracy_pct_ci95_low"]) == pytest.approx(43.0 - half)
+    assert float(ew["fine_joint_accuracy_pct_ci95_high"]) == pytest.approx(43.0 + half)
+    # the other metric of each task follows the primary ones, delta_m and the times
+    assert float(ew["fine_joint_top5_accuracy_pct_mean"]) == pytest.approx(86.0)
+    header = list(rows[0])
+    assert header.index("fine_joint_accuracy_pct_mean") < header.index("delta_m_pct_mean")
+    assert header.index("delta_m_pct_mean") < header.index("fine_joint_top5_accuracy_pct_mean")
     assert float(ew["joint_seconds_per_epoch_mean"]) == pytest.approx(3.0)
     assert ew["weighting.weights"] == "" and ew["run_dirs"].count(";") == 2
 
@@ -333,22 +354,25 @@ def test_csv_has_one_row_per_configuration_with_every_statistic(sweep, tmp_path)
 def test_markdown_states_the_formulas(sweep, tmp_path):
     write_leaderboard([sweep], tmp_path / "out")
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "100/T" in markdown and "scipy.stats.t" in markdown and "n - 1" in markdown
-    assert "![accuracy_vs_time.png](accuracy_vs_time.png)" in markdown
-    assert "`seed`, `resume`, `dataset.root`" in markdown
+    assert "100/K" in markdown and "scipy.stats.t" in markdown and "n - 1" in markdown
+    assert "![primary_vs_time.png](primary_vs_time.png)" in markdown
+    # the location options are those the runs' results.json list, not names mtbench knows
+    assert "`seed`, `dataset.download`, `dataset.root` (mtbench.records.identity" in markdown
+    others = markdown.split("## Other metrics")[1].split("## ")[0]
+    assert "joint fine top5_accuracy (% ↑)" in others
 
 
 def test_plots_are_written_atomically_and_dropped_when_they_would_be_empty(sweep, tmp_path):
     out = tmp_path / "out"
     write_leaderboard([sweep], out)
-    for name in ("accuracy_vs_time.png", "single_vs_joint.png"):
+    for name in ("primary_vs_time.png", "single_vs_joint.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
     assert not list(out.glob(".*tmp"))  # no temporary file left behind
     no_baselines = tmp_path / "joint_only"
     write_run(no_baselines / "0", _config(0), joint={"fine": 0.4, "coarse": 0.5}, single={})
     board = write_leaderboard([no_baselines], out)
     assert board.rows[0].runs[0].delta_m is None
-    assert (out / "accuracy_vs_time.png").exists() and not (out / "single_vs_joint.png").exists()
+    assert (out / "primary_vs_time.png").exists() and not (out / "single_vs_joint.png").exists()
 
 
 # ---------------------------------------------------------------- ranking and paired comparison
@@ -398,30 +422,30 @@ def test_rows_are_compared_paired_with_ew_on_their_shared_seeds(sweep, tmp_path)
     static = board.paired(index[("static", 0.001)])
     assert static.reference == index[("ew", 0.001)] and static.seeds == (0, 1)
     # static's delta_m is 22.5 on both seeds; ew's is 0.0 on seed 0 and 2.5 on seed 1
-    gain = static.differences["delta_m_pct"]
+    gain = static.gains["delta_m_pct"]
     half = T_975[1] * (1.25 * math.sqrt(2)) / math.sqrt(2)
     assert gain.n == 2 and gain.mean == pytest.approx(21.25)
     assert (gain.ci_low, gain.ci_high) == (pytest.approx(21.25 - half), pytest.approx(21.25 + half))
-    fine = static.differences["fine_joint_top1_pct"]  # 50 - 40 and 50 - 42 points
+    fine = static.gains["fine_joint_accuracy_pct"]  # 50 - 40 and 50 - 42 points
     assert fine.mean == pytest.approx(9.0) and fine.n == 2
     assert board.paired(index[("ew", 0.001)]).why == "reference"
     lone = board.paired(index[("static", 0.01)])  # paired with ew at lr 0.01 on seed 0 only
     assert lone.reference == index[("ew", 0.01)] and lone.seeds == (0,)
-    assert lone.differences["delta_m_pct"].n == 1
+    assert lone.gains["delta_m_pct"].n == 1
 
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
-    section = markdown.split("## Paired differences to the reference")[1].split("## ")[0]
+    section = markdown.split("## Paired gains over the reference")[1].split("## ")[0]
     assert "`weighting.name=ew`" in section and "`weighting.*`" in section
     assert "+21.25 [+5.37, +37.13]" in section and "n/a (1 paired seed)" in section
-    assert "paired difference" in markdown.split("## How the numbers are computed")[1]
+    assert "paired gain" in markdown.split("## How the numbers are computed")[1]
     rows = {r["row"]: r for r in csv.DictReader((tmp_path / "out" / "leaderboard.csv").open())}
     row = rows[str(index[("static", 0.001)] + 1)]
     assert row["reference_row"] == str(index[("ew", 0.001)] + 1) and row["paired_seeds"] == "0 1"
-    assert row["delta_m_pct_diff_vs_ref_mean"] == "21.25"
-    assert float(row["delta_m_pct_diff_vs_ref_ci95_low"]) == pytest.approx(21.25 - half, abs=1e-6)
-    assert row["delta_m_pct_diff_vs_ref_n"] == "2"
+    assert row["delta_m_pct_gain_vs_ref_mean"] == "21.25"
+    assert float(row["delta_m_pct_gain_vs_ref_ci95_low"]) == pytest.approx(21.25 - half, abs=1e-6)
+    assert row["delta_m_pct_gain_vs_ref_n"] == "2"
     row = rows[str(index[("static", 0.01)] + 1)]
-    assert row["delta_m_pct_diff_vs_ref_mean"] == "" and row["delta_m_pct_diff_vs_ref_n"] == "1"
+    assert row["delta_m_pct_gain_vs_ref_mean"] == "" and row["delta_m_pct_gain_vs_ref_n"] == "1"
     assert rows[str(index[("ew", 0.001)] + 1)]["paired_note"] == "reference"
 
 
@@ -432,7 +456,7 @@ def test_the_reference_row_can_be_chosen_on_the_command_line(sweep, tmp_path, ca
     by_name = {(r["weighting.name"], r["trainer.learning_rate"]): r for r in rows}
     ew, static = by_name[("ew", "0.001")], by_name[("static", "0.001")]
     assert ew["reference_row"] == static["row"] and static["paired_note"] == "reference"
-    assert float(ew["delta_m_pct_diff_vs_ref_mean"]) == pytest.approx(-21.25)
+    assert float(ew["delta_m_pct_gain_vs_ref_mean"]) == pytest.approx(-21.25)
     assert by_name[("ew", "0.01")]["paired_note"] == "no reference row"
     assert "`weighting.name=static`" in (out / "leaderboard.md").read_text()
     # a key that names no plugin frees only itself: ew at lr 0.01 against ew at lr 0.001
@@ -578,9 +602,8 @@ def test_csv_numbers_have_no_float_noise(tmp_path):
     write_leaderboard([root], tmp_path / "out")
     text = (tmp_path / "out" / "leaderboard.csv").read_text()
     (row,) = csv.DictReader(io.StringIO(text))
-    assert (
-        row["fine_joint_top1_pct_mean"] == "14.3" and row["fine_joint_top1_pct_ci95_low"] == "14.3"
-    )
+    assert row["fine_joint_accuracy_pct_mean"] == "14.3"
+    assert row["fine_joint_accuracy_pct_ci95_low"] == "14.3"
     assert not re.search(r"\d\.\d{7,}", text)
 
 
@@ -601,7 +624,7 @@ def test_plots_show_intervals_and_start_accuracy_axes_at_zero(sweep):
     board = build([sweep])
     half = T_975[2] * math.sqrt(13) / math.sqrt(3)  # the ew row's fine joint accuracy
 
-    figure = leaderboard.plot_accuracy_vs_time(board)
+    figure = leaderboard.plot_primary_vs_time(board)
     fine = figure.axes[0]
     for ax in figure.axes:
         assert ax.get_ylim()[0] == 0 and ax.get_xlim()[0] == 0
@@ -615,6 +638,124 @@ def test_plots_show_intervals_and_start_accuracy_axes_at_zero(sweep):
         assert ax.get_xlim()[0] == 0 and ax.get_ylim()[0] == 0
         assert "from 0" in ax.get_xlabel() and "from 0" in ax.get_ylabel()
         assert len(_error_bars(ax)) == 2
+
+
+# --------------------------------------------------------------- schema /1 and generic metrics
+def test_a_v1_sweep_still_builds_a_leaderboard(tmp_path):
+    """results.json files written by mtbench 0.1 (schema /1) are read through records.load."""
+    v1 = json.loads((DATA / "results_v1.json").read_text())
+    assert v1["schema"] == "mtbench.results/1"
+    root = tmp_path / "sweep"
+    for seed, fine in ((0, None), (1, 0.06)):
+        results = json.loads(json.dumps(v1))
+        results["config"].update(seed=seed)
+        results["config"]["dataset"]["root"] = f"/data/{seed}"  # /1: a location option
+        if fine is not None:
+            results["runs"][2]["test"]["fine"]["accuracy"] = fine
+        (root / str(seed)).mkdir(parents=True)
+        (root / str(seed) / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "out"
+    board = write_leaderboard([root], out)
+    (row,) = board.rows
+    assert row.seeds == [0, 1] and not board.failed
+    metric = {q.column: q for q in board.quantities}
+    joint_fine = 100 * v1["runs"][2]["test"]["fine"]["accuracy"]
+    assert row.stat(metric["fine_joint_accuracy_pct"]).mean == pytest.approx((joint_fine + 6) / 2)
+    assert row.stat(metric["delta_m_pct"]).mean == pytest.approx(
+        v1["comparison"]["delta_m_percent"]
+    )
+    assert "coarse_single_top5_accuracy_pct" in metric
+    markdown = (out / "leaderboard.md").read_text()
+    assert "2 run(s) were read from an older results schema" in markdown
+    assert "`dataset.root`" in markdown.split("## Configurations")[1]
+
+
+def test_location_options_are_those_the_runs_record(tmp_path):
+    root = tmp_path / "sweep"
+    for seed in (0, 1):  # dataset.root differs per seed (see _config)
+        write_run(root / str(seed), _config(seed), joint={"fine": 0.4, "coarse": 0.5})
+    assert [r.seeds for r in build([root]).rows] == [[0, 1]]
+    # a job that died before results.json: its Hydra config's root differs, it still belongs
+    write_hydra_mode(write_hydra_dir(root / "2", _config(2)), "MULTIRUN")
+    (row,) = build([root]).rows
+    assert [run.seed for run in row.failed] == [2]
+    # without the record, dataset.root is an option like any other: two configurations
+    for seed in (0, 1):
+        edit_results(root / str(seed), lambda results: results.update(location_keys=[]))
+    assert sorted(r.seeds for r in build([root]).rows) == [[0], [1]]
+
+
+ENERGY = {
+    "kind": "regression",
+    "primary": "mae",
+    "metrics": {"mae": {"unit": "eV", "higher_is_better": False, "description": "MAE"}},
+    "labelled": {},
+    "examples": {},
+}
+
+
+def write_regression_run(path: Path, config: dict, joint_mae: float) -> Path:
+    """fine (classification) and energy (regression in eV): single-task MAE 0.20, accuracy 40 %;
+    the joint model keeps fine's 40 % and has ``joint_mae``."""
+    tasks = {"fine": TASKS["fine"], "energy": ENERGY}
+    runs = [
+        _run("single:fine", {"fine": 0.40}),
+        {**_run("single:energy", {}), "tasks": ["energy"], "test": {"energy": {"mae": 0.20}}},
+        _run("joint", {"fine": 0.40}),
+    ]
+    runs[2]["tasks"].append("energy")
+    runs[2]["test"]["energy"] = {"mae": joint_mae}
+    results = records.new_results(config, {"git_commit": "abc"}, location_keys=LOCATION)
+    results.update(status="complete", tasks=tasks, runs=runs)
+    results["comparison"] = records.compare(runs, tasks)
+    write_hydra_dir(path, config)
+    records.write(path / "results.json", results)
+    return path
+
+
+def test_lower_is_better_metrics_rank_and_pair_by_their_direction(tmp_path):
+    root = tmp_path / "sweep"
+    maes = {("ew", 0): 0.20, ("ew", 1): 0.20, ("static", 0): 0.15, ("static", 1): 0.10}
+    for index, ((weighting, seed), mae) in enumerate(maes.items()):
+        write_regression_run(root / str(index), _config(seed, weighting), mae)
+    out = tmp_path / "out"
+    board = write_leaderboard([root], out)
+    # static's lower joint MAE is better: delta_m (fine 0, energy +25 or +50 %) = 12.5 and 25
+    assert [row.identity["weighting.name"] for row in board.rows] == ["static", "ew"]
+    assert [r.delta_m for r in board.rows[0].runs] == pytest.approx([12.5, 25.0])
+    mae = next(q for q in board.quantities if q.column == "energy_joint_mae_eV")
+    assert mae.label == "joint energy mae (eV ↓)" and not mae.higher_is_better
+    paired = board.paired(0)
+    gain = paired.gains["energy_joint_mae_eV"]  # ew's MAE minus static's: 0.05 and 0.10 eV
+    half = T_975[1] * (0.025 * math.sqrt(2)) / math.sqrt(2)
+    assert gain.mean == pytest.approx(0.075) and gain.ci_high == pytest.approx(0.075 + half)
+    markdown = (out / "leaderboard.md").read_text()
+    assert "0.125 ± 0.035 [" in markdown  # static's joint MAE: 3 significant digits
+    assert "+0.0750 [" in markdown.split("## Paired gains over the reference")[1]
+    rows = {r["weighting.name"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert rows["static"]["energy_joint_mae_eV_gain_vs_ref_mean"] == "0.075"
+    figure = leaderboard.plot_single_vs_joint(board)
+    energy = figure.axes[1]
+    assert "below the diagonal" in energy.get_title() and "↓ better" in energy.get_ylabel()
+
+
+def test_task_records_of_runs_are_merged_and_conflicts_reported():
+    from mtbench.records import TaskRecord
+
+    first = TaskRecord.from_dict("energy", ENERGY)
+    rmse = {"unit": "eV", "higher_is_better": False, "description": ""}
+    wider = TaskRecord.from_dict(
+        "energy", {**ENERGY, "metrics": {**ENERGY["metrics"], "rmse": rmse}}
+    )
+    upside = {"mae": {"unit": "meV", "higher_is_better": True, "description": ""}}
+    flipped = TaskRecord.from_dict("energy", {**ENERGY, "metrics": upside})
+    merged, conflicts = leaderboard.merge_task_records(
+        [{"energy": first}, {"energy": wider}, {"energy": flipped}]
+    )
+    assert [m.name for m in merged["energy"].metrics] == ["mae", "rmse"]
+    assert merged["energy"].metric("mae").unit == "eV"  # the first declaration is kept
+    (conflict,) = conflicts
+    assert "task 'energy' metric 'mae'" in conflict and "meV, higher is better" in conflict
 
 
 # ------------------------------------------------------------------------------------- command
@@ -767,14 +908,14 @@ def test_multirun_writes_the_leaderboard_into_the_sweep_dir(npz_root, tmp_path):
     assert sorted(r["weighting.name"] for r in rows) == ["ew", "static"]
     for row in rows:
         assert row["n_seeds"] == "2" and row["seeds"] == "0 1"
-        for metric in ("fine_joint_top1_pct", "coarse_single_top1_pct", "delta_m_pct"):
+        for metric in ("fine_joint_accuracy_pct", "coarse_single_accuracy_pct", "delta_m_pct"):
             low, mean, high = (
                 float(row[f"{metric}_{s}"]) for s in ("ci95_low", "mean", "ci95_high")
             )
             assert low <= mean <= high
     markdown = (sweep / "leaderboard.md").read_text()
     assert "2 configuration(s) from 4 complete run(s); 0 failed" in markdown
-    for name in ("accuracy_vs_time.png", "single_vs_joint.png"):
+    for name in ("primary_vs_time.png", "single_vs_joint.png"):
         assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -798,7 +939,7 @@ def test_parallel_joblib_multirun_loses_no_result(npz_root, tmp_path):
     (row,) = csv.DictReader((sweep / "leaderboard.csv").open())
     assert row["n_seeds"] == "2" and row["seeds"] == "0 1" and row["n_failed"] == "0"
     fine = [100 * r["runs"][0]["test"]["fine"]["accuracy"] for r in results]
-    assert float(row["fine_joint_top1_pct_mean"]) == pytest.approx(sum(fine) / 2)
+    assert float(row["fine_joint_accuracy_pct_mean"]) == pytest.approx(sum(fine) / 2)
     assert not list(sweep.rglob(".*.tmp"))
     assert "launched in parallel (n_jobs 2)" in (sweep / "leaderboard.md").read_text()
 

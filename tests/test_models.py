@@ -1,4 +1,5 @@
-"""Backbone and head plugins: the seed CNN is exactly the notebook's, heads give per-task logits."""
+"""Backbone and head plugins: the seed CNN is exactly the notebook's, heads give per-task logits;
+the model applies the dataset's preprocessing, or only casts floating inputs without one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 from helpers import reference_model as _model
+from helpers import reference_tasks
+
+from mtbench.inputs import ImagePreprocessing
+from mtbench.model import build_model
 
 
 def test_seed_cnn_is_exactly_the_notebook_extractor():
@@ -51,6 +56,35 @@ def test_model_round_trips_through_keras_serialization(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
+    assert restored.preprocessing.get_config() == model.preprocessing.get_config()
     before, after = model(images), restored(images)
     for task in ("fine", "coarse"):
         np.testing.assert_allclose(before[task].numpy(), after[task].numpy(), rtol=1e-6)
+
+
+def test_a_model_without_preprocessing_casts_floats_and_leaves_ints():
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    scaled = images.astype(np.float64) / 255.0
+    plain = build_model({"name": "seed_cnn"}, {"name": "dense"}, reference_tasks(), scaled[:1])
+    assert plain.preprocessing is None
+    x = plain.preprocess(tf.constant(scaled))
+    assert x.dtype == tf.float32  # cast to the compute dtype, not divided by 255
+    np.testing.assert_allclose(x.numpy(), scaled, rtol=1e-7)
+    inputs = {"atoms": tf.constant([[1, 6, 8]], tf.int32), "coords": tf.constant(scaled[:1])}
+    out = plain.preprocess(inputs)
+    assert out["atoms"].dtype == tf.int32 and out["coords"].dtype == tf.float32
+    np.testing.assert_array_equal(out["atoms"].numpy(), [[1, 6, 8]])
+    assert plain.preprocess(tf.constant(images)).dtype == tf.uint8  # left as it is
+    # the same weights on images the dataset scales itself, or the model scales
+    scaling = _model()
+    assert isinstance(scaling.preprocessing, ImagePreprocessing)
+    for task, value in scaling(tf.constant(images)).items():
+        np.testing.assert_allclose(
+            value.numpy(), plain(tf.constant(scaled))[task].numpy(), rtol=1e-5, atol=1e-6
+        )
+    mixed = build_model(
+        {"name": "seed_cnn"}, {"name": "dense"}, reference_tasks(), scaled[:1],
+        precision="mixed_bfloat16",
+    )  # fmt: skip
+    out = mixed.preprocess(inputs)
+    assert out["atoms"].dtype == tf.int32 and out["coords"].dtype == tf.bfloat16

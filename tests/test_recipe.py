@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import reference_model
+from helpers import kinds, reference_model
 
 from mtbench.config import Optimizer, Schedule, TrainerConfig
 from mtbench.data import Split
+from mtbench.inputs import ImageInputs, ImagePreprocessing, Inputs, channel_statistics
 from mtbench.optim import OneCycle, learning_rate, make_optimizer
+from mtbench.tasks import TaskSpec, task_kind, task_kinds
 from mtbench.trainer import Budget, Trainer
 from mtbench.weighting import EqualWeights
 
@@ -24,7 +26,7 @@ def _split(arrays, part: str, n: int | None = None) -> Split:
 def _fit(arrays, budget: Budget | None = None, **options):
     config = TrainerConfig(**{"batch_size": 64, "epochs": 2, "progress": False, **options})
     trainer = Trainer(
-        config, reference_model(), EqualWeights(), ["fine", "coarse"],
+        config, reference_model(), EqualWeights(), kinds("fine", "coarse"),
         precision="float32", seed=0, budget=budget,
     )  # fmt: skip
     result = trainer.fit(_split(arrays, "train", 320), _split(arrays, "test", 100))
@@ -61,16 +63,30 @@ def test_weight_decay_skips_biases_and_normalization():
     assert optimizer.nesterov and optimizer.momentum == 0.9
 
 
-def test_label_smoothing_is_the_smoothed_cross_entropy(synthetic_arrays):
+def test_label_smoothing_is_the_smoothed_cross_entropy():
+    """``trainer.label_smoothing`` reaches a classification task as its kind's default (a task
+    that sets its own keeps it); the loss is the cross-entropy with the smoothed target."""
+    logits = tf.constant([[2.0, 0.0, -1.0], [0.5, 1.5, -0.5]])
+    labels, present = tf.constant([0, 2], tf.int64), tf.constant([True, True])
+    p = tf.nn.log_softmax(logits).numpy()
+    expected = [
+        -(0.9 + 0.1 / 3) * p[0, 0] - (0.1 / 3) * (p[0, 1] + p[0, 2]),
+        -(0.9 + 0.1 / 3) * p[1, 2] - (0.1 / 3) * (p[1, 0] + p[1, 1]),
+    ]
+    smoothed = task_kind(TaskSpec("fine", 3), {"label_smoothing": 0.1})
+    np.testing.assert_allclose(smoothed.loss(labels, logits, present).numpy(), expected, rtol=1e-6)
+    own = task_kind(TaskSpec("fine", 3, options={"label_smoothing": 0.0}), {"label_smoothing": 0.1})
+    np.testing.assert_allclose(
+        own.loss(labels, logits, present).numpy(), [-p[0, 0], -p[1, 2]], rtol=1e-6
+    )
+    # the trainer's loss of the task is the mean of the smoothed per-example losses (the outputs
+    # are given: the model is not called)
     trainer = Trainer(
-        TrainerConfig(label_smoothing=0.1), reference_model(), EqualWeights(), ["fine"],
-        precision="float32", seed=0,
+        TrainerConfig(), reference_model(), EqualWeights(),
+        task_kinds([TaskSpec("fine", 3)], {"label_smoothing": 0.1}), precision="float32", seed=0,
     )  # fmt: skip
-    logits = tf.constant([[2.0, 0.0, -1.0]])
-    loss = float(trainer._cross_entropy(tf.constant([0]), logits)[0])
-    p = tf.nn.log_softmax(logits)[0].numpy()
-    expected = -(0.9 + 0.1 / 3) * p[0] - (0.1 / 3) * (p[1] + p[2])
-    assert loss == pytest.approx(expected, rel=1e-6)
+    (share,) = trainer._shares({"fine": (labels, present)}, {"fine": logits})
+    assert float(share) == pytest.approx(np.mean(expected), rel=1e-6)
 
 
 def test_several_steps_per_call_train_exactly_like_one(synthetic_arrays):
@@ -112,19 +128,57 @@ def test_time_to_target_is_recorded_and_can_stop_the_run(synthetic_arrays):
 
 def test_normalization_standardizes_inside_the_model():
     model = reference_model()
-    normalized = type(model)(model.backbone, model.heads, mean=[0.5, 0.5, 0.5], std=[0.25] * 3)
+    preprocessing = ImagePreprocessing(255.0, mean=[0.5, 0.5, 0.5], std=[0.25] * 3)
+    normalized = type(model)(model.backbone, model.heads, preprocessing=preprocessing)
     images = tf.constant(np.full((1, 2, 2, 3), 255, np.uint8))
     np.testing.assert_allclose(normalized.preprocess(images).numpy(), 2.0)
-    assert normalized.get_config()["mean"] == [0.5, 0.5, 0.5]
+    assert normalized.get_config()["preprocessing"]["config"]["mean"] == [0.5, 0.5, 0.5]
+    # the dataset's declaration fits the statistics on the training images
+    train = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)
+    layer = ImageInputs(normalize=True).layer(train)
+    mean, std = channel_statistics(train)
+    assert layer.divisor == 255.0 and layer.mean == mean and layer.std == std
+    scaled = layer(tf.constant(train)).numpy().reshape(-1, 3)
+    np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(scaled.std(axis=0), 1.0, rtol=1e-4)
+    plain = ImageInputs().layer(train)
+    assert plain.mean is None and plain.std is None
+
+
+def _trainer(model, inputs=None) -> Trainer:
+    return Trainer(
+        TrainerConfig(), model, EqualWeights(), kinds("fine"), inputs=inputs,
+        precision="float32", seed=0,
+    )  # fmt: skip
 
 
 def test_eval_flip_averages_the_image_and_its_mirror(synthetic_arrays):
     model = reference_model()
-    plain = Trainer(TrainerConfig(), model, EqualWeights(), ["fine"], precision="float32", seed=0)
-    flipped = Trainer(
-        TrainerConfig(eval_flip=True), model, EqualWeights(), ["fine"], precision="float32", seed=0
-    )
+    plain = _trainer(model)
+    flipped = _trainer(model, ImageInputs(eval_flip=True))
     split = _split(synthetic_arrays, "test", 20)
     mirror = Split(split.x[:, :, ::-1], split.y)
     expected = (plain.predict(split)["fine"] + plain.predict(mirror)["fine"]) / 2
     np.testing.assert_allclose(flipped.predict(split)["fine"], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(flipped.predict(split)["fine"], plain.predict(split)["fine"])
+    # without eval_flip, the declaration's one view is the image itself
+    np.testing.assert_array_equal(
+        _trainer(model, ImageInputs()).predict(split)["fine"], plain.predict(split)["fine"]
+    )
+
+
+class ThreeViews(Inputs):
+    """The image, its mirror and its upside-down copy."""
+
+    def views(self, x):
+        return [x, tf.reverse(x, axis=[2]), tf.reverse(x, axis=[1])]
+
+
+def test_evaluation_averages_the_outputs_of_every_view_the_dataset_declares(synthetic_arrays):
+    model = reference_model()
+    plain = _trainer(model)
+    split = _split(synthetic_arrays, "test", 20)
+    views = [split, Split(split.x[:, :, ::-1], split.y), Split(split.x[:, ::-1], split.y)]
+    expected = np.mean([plain.predict(v)["fine"] for v in views], axis=0)
+    averaged = _trainer(model, ThreeViews()).predict(split)["fine"]
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)

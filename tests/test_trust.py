@@ -13,15 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import reference_model, run_mtbench
+from helpers import kinds, reference_model, run_mtbench
 from hydra import compose, initialize_config_dir
 
 from mtbench import hardware
+from mtbench.baselines import BaselineCache
 from mtbench.cli import config_dir, prepare
 from mtbench.config import TrainerConfig
 from mtbench.cost import cost_comparison, flag_load, interleaved_step_seconds, load_summary
 from mtbench.data import Split
-from mtbench.protocol import BaselineCache, Benchmark
+from mtbench.protocol import Benchmark
 from mtbench.results import render_report
 from mtbench.trainer import Budget, EpochRecord, FitResult, Trainer
 from mtbench.weighting import EqualWeights
@@ -162,7 +163,7 @@ def test_the_schedule_follows_the_time_budget(synthetic_arrays):
         batch_size=32, epochs=1000, progress=False, schedule=Schedule.cosine, learning_rate=0.01
     )
     trainer = Trainer(
-        config, reference_model(), EqualWeights(), ["fine", "coarse"], precision="float32",
+        config, reference_model(), EqualWeights(), kinds("fine", "coarse"), precision="float32",
         seed=0, budget=Budget(time_budget_s=3.0),
     )  # fmt: skip
     result = trainer.fit(
@@ -207,6 +208,7 @@ def test_the_baseline_cache_key_holds_the_resolved_precision_device_and_numpy(tm
             },
             "environment": {"versions": {"numpy": numpy}},
             "resolved": {"precision": precision, "device_class": device},
+            "location_keys": [],
         }
         return BaselineCache.for_config(str(tmp_path), results).folder.name
 

@@ -5,7 +5,6 @@ Each method runs as the trainer runs it: inside a ``tf.function``, on float32 ``
 
 from __future__ import annotations
 
-import importlib
 import itertools
 
 import numpy as np
@@ -16,13 +15,6 @@ from scipy.optimize import minimize
 
 import mtbench
 from mtbench import registry
-
-# Until pyproject.toml declares them as entry points, importing a module registers its plugins.
-for _module in (
-    "aligned_mtl", "cagrad", "graddrop", "gradnorm", "gradvac", "imtl", "mgda", "nashmtl",
-    "pcgrad", "upgrad",
-):  # fmt: skip
-    importlib.import_module(f"mtbench_plugins.weighting.{_module}")
 
 GRADIENT_METHODS = [
     name

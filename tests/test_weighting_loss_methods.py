@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mtbench import registry
-
-# Until pyproject.toml declares them as entry points, importing a module registers its plugins.
-for _module in ("dwa", "famo", "gls", "rlw", "uw"):
-    importlib.import_module(f"mtbench_plugins.weighting.{_module}")
 
 
 def _method(name: str, num_tasks: int, **options):

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import image_model
 
 import mtbench
 from mtbench.config import TrainerConfig
-from mtbench.data import Split, TaskSpec
-from mtbench.model import build_model
+from mtbench.data import Split
+from mtbench.tasks import TaskSpec, task_kinds
 from mtbench.trainer import Trainer
 from mtbench_plugins.weighting.sampling import project_to_simplex
 
@@ -107,15 +108,13 @@ def test_when_the_batches_agree_sdmgrad_never_leaves_the_simplex_and_stays_finit
 @pytest.mark.parametrize("name", ["modo", "sdmgrad"])
 def test_sampling_methods_train_through_the_trainer(name):
     tasks = [TaskSpec(t, 4) for t in TASKS]
-    model = build_model(
-        {"name": "seed_cnn"}, {"name": "dense"}, tasks, precision="float32", input_shape=(8, 8, 3)
-    )
+    model = image_model("seed_cnn", "dense", tasks, shape=(8, 8, 3), precision="float32")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(96, 8, 8, 3), dtype=np.uint8)
     split = Split(images, {t: rng.integers(0, 4, 96) for t in TASKS})
     initial = [v.numpy().copy() for v in model.trainable_variables]
     config = TrainerConfig(batch_size=16, epochs=2, progress=False, checkpoint_every=0)
-    trainer = Trainer(config, model, _method(name), TASKS, precision="float32", seed=0)
+    trainer = Trainer(config, model, _method(name), task_kinds(tasks), precision="float32", seed=0)
     result = trainer.fit(split, split)
     # 6 batches per epoch, three per update: 2 updates per epoch, every image seen once
     assert [r.steps for r in result.history] == [2, 2]
@@ -132,15 +131,15 @@ def test_sampling_methods_train_through_the_trainer(name):
 
 def test_a_sampling_method_needs_enough_batches_per_epoch():
     tasks = [TaskSpec(t, 4) for t in TASKS]
-    model = build_model(
-        {"name": "seed_cnn"}, {"name": "dense"}, tasks, precision="float32", input_shape=(8, 8, 3)
-    )
+    model = image_model("seed_cnn", "dense", tasks, shape=(8, 8, 3), precision="float32")
     rng = np.random.default_rng(0)
     split = Split(
         rng.integers(0, 256, size=(32, 8, 8, 3), dtype=np.uint8),
         {t: rng.integers(0, 4, 32) for t in TASKS},
     )
     config = TrainerConfig(batch_size=16, epochs=1, progress=False, checkpoint_every=0)
-    trainer = Trainer(config, model, _method("modo"), TASKS, precision="float32", seed=0)
+    trainer = Trainer(
+        config, model, _method("modo"), task_kinds(tasks), precision="float32", seed=0
+    )
     with pytest.raises(ValueError, match="draws 3 batches per update, but an epoch has only 2"):
         trainer.fit(split, split)

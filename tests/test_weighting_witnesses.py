@@ -8,19 +8,13 @@ matrices these methods used before, every test here failed.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 import tensorflow as tf
 from scipy.optimize import minimize
 
 from mtbench import registry
-
-for _module in ("aligned_mtl", "cagrad", "gradvac", "imtl"):
-    importlib.import_module(f"mtbench_plugins.weighting.{_module}")
-
-from mtbench_plugins.weighting.common import gramian  # noqa: E402
+from mtbench_plugins.weighting.common import gramian
 
 FLOAT32_EPSILON = float(np.finfo(np.float32).eps)
 

@@ -28,7 +28,6 @@ instead.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
 from pathlib import Path
 
@@ -41,9 +40,6 @@ from scipy.optimize import minimize
 from mtbench import registry
 
 NAMES = ("db_mtl", "excess_mtl", "mgda_log", "cagrad_log", "imtl_log")
-# Until pyproject.toml declares them as entry points, importing a module registers its plugins.
-for _module in NAMES:
-    importlib.import_module(f"mtbench_plugins.weighting.{_module}")
 
 STATEFUL = ("db_mtl", "excess_mtl")
 SIZE = 30  # parameters per task gradient
@@ -605,7 +601,8 @@ def test_config_round_trips_and_the_yaml_holds_the_defaults(name):
         assert getattr(clone, field) == getattr(weighting, field) == default
     path = Path(__file__).parents[1] / "conf" / "weighting" / f"{name}.yaml"
     text = yaml.safe_load(path.read_text())
-    assert text.pop("defaults") == [f"/schema/weighting/{name}@_here_", "_self_"]
+    schema = registry.schema_name("weighting", name)  # the stored schema the file extends
+    assert text.pop("defaults") == [f"/{schema}@_here_", "_self_"]
     assert text == defaults
 
 

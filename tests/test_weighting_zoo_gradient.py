@@ -29,7 +29,6 @@ the tolerances are 1e-5 unless a case says otherwise.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 
 import numpy as np
@@ -42,10 +41,7 @@ from scipy.optimize import least_squares
 from mtbench import registry
 from mtbench.cli import config_dir, prepare
 
-# Until pyproject.toml declares them as entry points, importing a module registers its plugin.
 NAMES = ("fairgrad", "moco", "dualproj", "config", "cr_mogm")
-for _name in NAMES:
-    importlib.import_module(f"mtbench_plugins.weighting.{_name}")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -239,7 +235,6 @@ def test_fairgrad_with_a_zero_gradient_solves_the_other_tasks_system(num_tasks):
 
 
 def test_fairgrad_with_alpha_one_is_nash_mtl_and_alpha_zero_the_mean():
-    importlib.import_module("mtbench_plugins.weighting.nashmtl")
     grads = _f32(_cases(3, seed=20)["conflicting"])
     _, fair = aggregate(weighting_for("fairgrad", 3, alpha=1.0), grads)
     _, nash = aggregate(weighting_for("nashmtl", 3, max_norm=0.0), grads)
@@ -405,7 +400,6 @@ def test_cr_mogm_matches_the_moving_average_of_mgda_weights(num_tasks, alpha):
 
 
 def test_cr_mogm_is_mgda_on_its_first_step_and_keeps_its_state_in_weights():
-    importlib.import_module("mtbench_plugins.weighting.mgda")
     grads = [_f32(c) for c in _cases(3, seed=110).values()]
     _close(
         aggregate(weighting_for("cr_mogm", 3), grads[0])[1],

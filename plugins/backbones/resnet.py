@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
-
-from mtbench import register
 
 from .building_blocks import FusedBatchNorm, conv
 
@@ -22,22 +19,6 @@ VARIANTS: dict[int, tuple[tuple[int, ...], int]] = {
 }
 
 
-@dataclass
-class ResNetConfig:
-    """Options of the ``resnet`` backbone.
-
-    Attributes:
-        depth: 20, 32, 44, 56 or 110 for the CIFAR ResNets (three stages of basic blocks), 18 for
-            ResNet-18 (four stages) with the CIFAR stem.
-        width: Channels of the first stage; each later stage doubles them. ``null``: the paper's
-            (16 for the CIFAR ResNets, 64 for ResNet-18).
-    """
-
-    depth: int = 20
-    width: int | None = None
-
-
-@register("backbone", "resnet", config=ResNetConfig)
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class ResNet(keras.layers.Layer):
     """ResNet with basic blocks (two 3x3 convolutions, post-activation) for 32x32 images.

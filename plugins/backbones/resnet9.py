@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
-
-from mtbench import register
 
 from .building_blocks import FusedBatchNorm, conv
 
 GLOBAL_POOLS = ("max", "avg")
 
 
-@dataclass
-class ResNet9Config:
-    """Options of the ``resnet9`` backbone.
-
-    Attributes:
-        width: Channels of the first convolution; the stages have ``2x``, ``4x`` and ``8x`` as
-            many (64 gives 64-128-256-512, the DAWNBench network).
-        global_pool: ``max`` or ``avg``: how the last 4x4 feature map becomes a vector.
-    """
-
-    width: int = 64
-    global_pool: str = "max"
-
-
-@register("backbone", "resnet9", config=ResNet9Config)
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class ResNet9(keras.layers.Layer):
     """ResNet-9 (D. Page's DAWNBench CIFAR network), ``w`` = ``width``:

@@ -6,10 +6,7 @@ from typing import Any
 
 import keras
 
-from mtbench import register
 
-
-@register("backbone", "seed_cnn")
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class SeedCNN(keras.layers.Layer):
     """Conv2D(32, 3x3, same, relu) -> Conv2D(32, 3x3, valid, relu) -> MaxPooling2D(2) -> Flatten

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-from mtbench import register
-
 from .building_blocks import FusedBatchNorm, conv
 
 
-@dataclass
-class WideResNetConfig:
-    """Options of the ``wide_resnet`` backbone.
-
-    Attributes:
-        depth: Total depth ``d``; ``d - 4`` must be divisible by 6 (10, 16, 22, 28, 40, ...).
-        widen_factor: ``k``: the three stages have ``16k``, ``32k`` and ``64k`` channels.
-        dropout: Dropout rate between the two convolutions of every block (the paper uses 0.3).
-    """
-
-    depth: int = 16
-    widen_factor: int = 4
-    dropout: float = 0.0
-
-
-@register("backbone", "wide_resnet", config=WideResNetConfig)
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class WideResNet(keras.layers.Layer):
     """WRN-d-k: a 3x3 convolution to 16 channels, then three stages of ``(d-4)/6`` pre-activation

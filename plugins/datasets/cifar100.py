@@ -3,60 +3,34 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from mtbench import register
-from mtbench.data import DatasetError, DatasetSplits, Split, TaskHierarchy, TaskSpec, holdout_splits
+from mtbench.data import DatasetError, DatasetSplits, Split, TaskHierarchy, holdout_splits
+from mtbench.inputs import Augmentation, ImageInputs
 from mtbench.io import download, md5sum
+from mtbench.tasks import TaskSpec
 
 from .cifar100_formats import (
     ARCHIVE,
     FINE_TO_COARSE,
     FOLDER,
-    MD5,
     NPZ,
     NUM_COARSE,
     NUM_FINE,
     TEST_SIZE,
     TRAIN_SIZE,
-    URL,
     RawCifar100,
     extract_archive,
     read_folder,
     read_npz,
 )
+from .options import AugmentOptions, Cifar100Config
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Cifar100Config:
-    """Options of the ``cifar100`` dataset.
-
-    Attributes:
-        root: Folder holding ``cifar100.npz``, ``cifar-100-python/`` or ``cifar-100-python.tar.gz``
-            (looked for in that order). The archive is downloaded here when none is present.
-        download: Download the official archive when nothing is found under ``root``.
-        url: Where to download the archive from.
-        md5: The archive's expected md5 (``null`` skips the check, for a deliberately different
-            archive).
-        val_size: Training images held out for validation (stratified by fine class).
-        train_limit: Train on a stratified subset of this many images (``null``: all).
-        split_seed: Seeds the validation split and the subset. It is kept apart from the
-            training seed so that every seed of a sweep is validated and tested on the same images.
-    """
-
-    root: str = "${oc.env:MTBENCH_DATA_DIR,'~/.cache/mtbench'}/cifar100"
-    download: bool = True
-    url: str = URL
-    md5: str | None = MD5
-    val_size: int = 5000
-    train_limit: int | None = None
-    split_seed: int = 0
-
-
-@register("dataset", "cifar100", config=Cifar100Config)
 class Cifar100:
     """CIFAR-100 with tasks ``fine`` (100 classes) and ``coarse`` (20 superclasses).
 
@@ -69,23 +43,30 @@ class Cifar100:
         ['fine', 'coarse']
     """
 
-    def __init__(
-        self,
-        root: str = "~/.cache/mtbench/cifar100",
-        download: bool = True,
-        url: str = URL,
-        md5: str | None = MD5,
-        val_size: int = 5000,
-        train_limit: int | None = None,
-        split_seed: int = 0,
-    ) -> None:
-        self.root = Path(root).expanduser()
-        self.download = download
-        self.url = url
-        self.md5 = md5
-        self.val_size = val_size
-        self.train_limit = train_limit
-        self.split_seed = split_seed
+    def __init__(self, **options: Any) -> None:
+        augment = options.pop("augment", None)
+        if isinstance(augment, dict):
+            augment = AugmentOptions(**augment)
+        config = Cifar100Config(**options, augment=augment or AugmentOptions())
+        self.config = config
+        self.root = Path(config.root).expanduser()
+        self.download = config.download
+        self.url = config.url
+        self.md5 = config.md5
+        self.val_size = config.val_size
+        self.train_limit = config.train_limit
+        self.split_seed = config.split_seed
+
+    def inputs(self) -> ImageInputs:
+        """uint8 pixels scaled to [0, 1], with this config's normalisation, augmentation and
+        flip averaging."""
+        config = self.config
+        return ImageInputs(
+            divisor=255.0,
+            normalize=config.normalize,
+            augmentation=Augmentation(**asdict(config.augment)),
+            eval_flip=config.eval_flip,
+        )
 
     def load(self) -> DatasetSplits:
         raw = self.read()
@@ -114,6 +95,8 @@ class Cifar100:
             train_limit=self.train_limit,
             seed=self.split_seed,
             hierarchy=TaskHierarchy("fine", "coarse", FINE_TO_COARSE.copy()),
+            inputs=self.inputs(),
+            option_prefix="dataset.",
         )
 
     def _offline_help(self) -> str:

@@ -1,4 +1,4 @@
-"""The ``dense`` head: one linear classifier per task on the shared features."""
+"""The ``dense`` head: one linear layer per task on the shared features."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ from typing import Any
 
 import keras
 
-from mtbench import register
-from mtbench.data import TaskHierarchy, TaskSpec
 from mtbench.model import task_seed
+from mtbench.tasks import TaskSpec
 
 
-@register("head", "dense")
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class DenseHeads(keras.layers.Layer):
-    """A ``Dense(num_classes)`` per task, producing logits.
+    """A ``Dense`` layer per task producing the outputs its kind needs (``task.output_shape``:
+    the logits of a classification task, the values of a regression task's targets, a class map's
+    logits reshaped to ``(H, W, classes)``).
 
     Args:
         tasks: The tasks to predict (``TaskSpec`` or its ``get_config()`` dict).
-        hierarchy: Unused; accepted because every head plugin is offered the dataset's hierarchy.
         seed: Seeds each task's classifier from this and the task's name (see
             :func:`mtbench.model.task_seed`); ``None``: Keras's unseeded initialisers.
 
@@ -32,7 +31,6 @@ class DenseHeads(keras.layers.Layer):
     def __init__(
         self,
         tasks: Sequence[TaskSpec | Mapping[str, Any]],
-        hierarchy: TaskHierarchy | None = None,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -41,7 +39,7 @@ class DenseHeads(keras.layers.Layer):
         self.seed = None if seed is None else int(seed)
         self.classifiers = {
             t.name: keras.layers.Dense(
-                t.num_classes,
+                t.units,
                 kernel_initializer=keras.initializers.GlorotUniform(
                     task_seed(self.seed, t.name, "logits")
                 ),
@@ -57,9 +55,18 @@ class DenseHeads(keras.layers.Layer):
         self.built = True
 
     def call(self, features: Any, training: bool = False) -> dict[str, Any]:
-        return {name: classifier(features) for name, classifier in self.classifiers.items()}
+        return {
+            t.name: shaped(self.classifiers[t.name](features), t.output_shape) for t in self.tasks
+        }
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(tasks=[t.get_config() for t in self.tasks], seed=self.seed)
         return config
+
+
+def shaped(outputs: Any, shape: tuple[int, ...]) -> Any:
+    """``[B, prod(shape)]`` outputs as ``[B, *shape]`` (unchanged when ``shape`` has one axis)."""
+    if len(shape) == 1:
+        return outputs
+    return keras.ops.reshape(outputs, (-1, *shape))

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mtbench import register
-from mtbench.data import TaskHierarchy, TaskSpec
+from mtbench.data import TaskHierarchy
 from mtbench.model import task_seed
+from mtbench.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class HierarchicalHeadsConfig:
-    """Options of the ``hierarchical`` head.
-
-    Attributes:
-        mix: Weight of the parent task's own classifier in its prediction, in ``[0, 1]``:
-            ``p(parent) = (1 - mix) * sum of child probabilities + mix * softmax(own logits)``.
-            0 (default): the parent prediction is derived from the child head alone.
-    """
-
-    mix: float = 0.0
-
-
-@register("head", "hierarchical", config=HierarchicalHeadsConfig)
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class HierarchicalHeads(keras.layers.Layer):
     """Dense classifiers in which the parent task of a hierarchy is predicted through its child.
@@ -110,7 +95,7 @@ class HierarchicalHeads(keras.layers.Layer):
         derived_only = self._linked.parent if self._linked and self.mix == 0.0 else None
         self.classifiers = {
             t.name: keras.layers.Dense(
-                t.num_classes,
+                t.units,
                 kernel_initializer=keras.initializers.GlorotUniform(
                     task_seed(self.seed, t.name, "logits")
                 ),
@@ -190,6 +175,9 @@ def _coerce_hierarchy(value: TaskHierarchy | Mapping[str, Any] | None) -> TaskHi
 def _check_hierarchy(hierarchy: TaskHierarchy, child: TaskSpec, parent: TaskSpec) -> None:
     parent_of = np.asarray(hierarchy.parent_of)
     where = f"the hierarchy {child.name} -> {parent.name}"
+    kinds = {child.kind, parent.kind}
+    if kinds != {"classification"}:
+        raise ValueError(f"{where}: both tasks must be classification tasks, not {sorted(kinds)}")
     if parent_of.shape != (child.num_classes,):
         raise ValueError(
             f"{where}: parent_of has shape {parent_of.shape}; it needs one parent class for each "

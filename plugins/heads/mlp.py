@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
-from mtbench import register
-from mtbench.data import TaskHierarchy, TaskSpec
 from mtbench.model import task_seed
+from mtbench.tasks import TaskSpec
+
+from .dense import shaped
 
 
-@dataclass
-class MLPHeadsConfig:
-    """Options of the ``mlp`` head.
-
-    Attributes:
-        hidden_units: Sizes of the hidden Dense layers of every task's tower, input side first.
-        activation: Activation of the hidden layers (any Keras activation name).
-        dropout: Dropout rate after each hidden layer (0: none).
-    """
-
-    hidden_units: list[int] = field(default_factory=lambda: [256])
-    activation: str = "relu"
-    dropout: float = 0.0
-
-
-@register("head", "mlp", config=MLPHeadsConfig)
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class MLPHeads(keras.layers.Layer):
-    """Per task: ``[Dense(units, activation) -> Dropout] * len(hidden_units) -> Dense(classes)``.
+    """Per task: ``[Dense(units, activation) -> Dropout] * len(hidden_units) -> Dense(outputs)``,
+    the last layer sized (and reshaped) to the task's ``output_shape``.
 
     The towers share nothing; each task's tower and classifier are its own variables.
 
@@ -41,7 +26,6 @@ class MLPHeads(keras.layers.Layer):
             ``dense``).
         activation: Keras activation of the hidden layers.
         dropout: Dropout rate after each hidden layer, in ``[0, 1)``.
-        hierarchy: Unused; accepted because every head plugin is offered the dataset's hierarchy.
         seed: Seeds each layer of a task's tower (initialisers and dropout) from this, the task's
             name and the layer (see :func:`mtbench.model.task_seed`); ``None``: Keras's unseeded
             initialisers and dropout.
@@ -58,7 +42,6 @@ class MLPHeads(keras.layers.Layer):
         hidden_units: Sequence[int] = (256,),
         activation: str = "relu",
         dropout: float = 0.0,
-        hierarchy: TaskHierarchy | None = None,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -108,7 +91,7 @@ class MLPHeads(keras.layers.Layer):
                 )
         layers.append(
             keras.layers.Dense(
-                task.num_classes,
+                task.units,
                 kernel_initializer=keras.initializers.GlorotUniform(seed("logits")),
                 name=f"{task.name}_logits",
                 dtype=dtype,
@@ -126,11 +109,11 @@ class MLPHeads(keras.layers.Layer):
 
     def call(self, features: Any, training: bool = False) -> dict[str, Any]:
         outputs = {}
-        for name, tower in self.towers.items():
+        for task in self.tasks:
             x = features
-            for layer in tower:
+            for layer in self.towers[task.name]:
                 x = layer(x, training=training)
-            outputs[name] = x
+            outputs[task.name] = shaped(x, task.output_shape)
         return outputs
 
     def get_config(self) -> dict[str, Any]:

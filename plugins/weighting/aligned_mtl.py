@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_choice, combine, gramian, options_of
+from .options import AlignedMTLConfig
 
 FLOAT32_EPSILON = 1.1920929e-07  # the reference's rank tolerance uses float32's epsilon
 
 
-@dataclass
-class AlignedMTLConfig:
-    """Attributes:
-    scale_mode: The common singular value of the aligned gradients: ``min`` (the paper: the
-        smallest non-zero one), ``median`` or ``rmse`` (the root mean square), as in the
-        reference code.
-    """
-
-    scale_mode: str = "min"
-
-
-@register("weighting", "aligned_mtl", config=AlignedMTLConfig)
 class AlignedMTL(GradientWeighting):
     """Aligned-MTL: Senushkin, Patakin, Kuznetsov and Konushin, "Independent Component Alignment
     for Multi-Task Learning", CVPR 2023.

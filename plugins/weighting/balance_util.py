@@ -2,7 +2,7 @@
 ``mgda_log``, ``cagrad_log`` and ``imtl_log``: per-parameter state, log-loss gradients and a
 finiteness guard for state updates.
 
-Nothing here is a plugin; the modules next to it register the methods.
+Nothing here is a plugin; the modules next to it are the methods.
 """
 
 from __future__ import annotations

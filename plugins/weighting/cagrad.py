@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import (
@@ -17,6 +15,7 @@ from .common import (
     gramian,
     options_of,
 )
+from .options import CAGradConfig
 from .solvers import nonnegative_qp
 
 ROUNDS = 30  # alternating rounds of the inner problem (it usually settles in under ten)
@@ -25,24 +24,6 @@ ROUNDS = 30  # alternating rounds of the inner problem (it usually settles in un
 NEGLIGIBLE = 1e-9
 
 
-@dataclass
-class CAGradConfig:
-    """Attributes:
-    c: The radius of the ball around the mean gradient, relative to its norm (0: the mean
-        gradient; the paper uses 0.4 on NYUv2 and Cityscapes, as does the reference code).
-    rescale: Divide the update by ``1 + c^2`` (1, the reference default), by ``1 + c`` (2), or
-        not at all (0).
-    sum_scale: Multiply the update by the number of tasks T, as the authors' code does "to match
-        the sum loss" (its ``overwrite_grad``). Off by default, as in LibMTL: the update is then
-        on the scale of the mean gradient, 1/T of that of ``ew``'s summed losses.
-    """
-
-    c: float = 0.4
-    rescale: int = 1
-    sum_scale: bool = False
-
-
-@register("weighting", "cagrad", config=CAGradConfig)
 class CAGrad(GradientWeighting):
     """CAGrad: Liu, Liu, Jin, Stone and Liu, "Conflict-Averse Gradient Descent for Multi-task
     Learning", NeurIPS 2021 (Algorithm 1).

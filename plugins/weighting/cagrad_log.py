@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tensorflow as tf
 
-from mtbench import register
-
 from .balance_util import log_loss_scale, scale_rows
-from .cagrad import CAGrad, CAGradConfig
+from .cagrad import CAGrad
 
 EPSILON = 0.0  # the reference takes log(L) itself here (LOG_MGDA and LOG_IMTLG add 1e-8)
 
 
-@dataclass
-class CAGradLogConfig(CAGradConfig):
-    """The options of ``cagrad`` (:class:`~.cagrad.CAGradConfig`), applied to the log-loss
-    gradients.
-
-    Attributes:
-    c: The radius of the ball around the mean log-loss gradient, relative to its norm (the
-        reference's 0.4).
-    rescale: Divide the update by ``1 + c^2`` (1, the reference's), by ``1 + c`` (2), or not at
-        all (0).
-    sum_scale: Multiply the update by the number of tasks T, as the reference's
-        ``overwrite_grad`` does. Off by default, as for ``cagrad``, so that the two differ only
-        in the logarithm.
-    """
-
-
-@register("weighting", "cagrad_log", config=CAGradLogConfig)
 class CAGradLog(CAGrad):
     """CAGrad on log-losses: ``log_cagrad`` of the code base of Liu, Feng, Stone and Liu, "FAMO:
     Fast Adaptive Multitask Optimization", NeurIPS 2023 (``methods/weight_methods.py``,

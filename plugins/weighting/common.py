@@ -1,7 +1,7 @@
 """Helpers shared by the weighting plugins: option checks, state variables, seeded randomness,
 Gram-matrix algebra and the small in-graph Adam that methods with learnable weights use.
 
-Nothing here is a plugin; the modules next to it register the methods.
+Nothing here is a plugin; the modules next to it are the methods.
 """
 
 from __future__ import annotations

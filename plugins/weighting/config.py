@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import combine, gramian, options_of, safe_divide
 from .dualproj import check_preference, preference_vector
+from .options import ConFIGConfig
 
 # Eigenvalues of the cosine matrix below this share of the largest are taken as zero in its
 # pseudo-inverse: unit gradients at angles below about 1e-6 rad count as parallel (the float64
@@ -20,18 +19,6 @@ from .dualproj import check_preference, preference_vector
 RCOND = 1e-12
 
 
-@dataclass
-class ConFIGConfig:
-    """Attributes:
-    preference: Relative weight ``w_t`` per task name of the projections the direction asks for,
-        ``<u_t, d> proportional to w_t`` (tasks not listed: 1, the reference's equal weights),
-        e.g. ``{fine: 2.0}``.
-    """
-
-    preference: dict[str, float] = field(default_factory=dict)
-
-
-@register("weighting", "config", config=ConFIGConfig)
 class ConFIG(GradientWeighting):
     """ConFIG: Liu, Chu and Thuerey, "ConFIG: Towards Conflict-free Training of Physics Informed
     Neural Networks", ICLR 2025 (arXiv 2408.11104, 2024; Eq. 2, the authors'

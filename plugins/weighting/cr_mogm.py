@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, gramian, options_of, state
+from .options import CRMOGMConfig
 from .solvers import min_norm_weights
 
 
-@dataclass
-class CRMOGMConfig:
-    """Attributes:
-    alpha: The weight of the previous smoothed weights in the moving average (0: plain MGDA;
-        1: the first step's weights forever); constant (torchjd's default 0.9).
-    """
-
-    alpha: float = 0.9
-
-
-@register("weighting", "cr_mogm", config=CRMOGMConfig)
 class CRMOGM(GradientWeighting):
     """CR-MOGM: Zhou, Zhang, Jiang, Zhong, Gu and Zhu, "On the Convergence of Stochastic
     Multi-Objective Gradient Manipulation and Beyond", NeurIPS 2022, with MGDA (Sener and Koltun

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .balance_util import all_finite, log_loss_scale, scale_rows, task_buffer
 from .common import check_range, combine, options_of, state
+from .options import DBMTLConfig
 
 EPSILON = 1e-8  # the reference's log(L + 1e-8) and u_max / (u_t + 1e-8)
 
 
-@dataclass
-class DBMTLConfig:
-    """Attributes:
-    beta: The averaging factor of each task's gradient average,
-        ``m_t <- g_t + beta_k (m_t - g_t)`` with ``beta_k = beta / k^beta_sigma`` at step k
-        (the reference's ``DB_beta``, 0.9).
-    beta_sigma: How fast ``beta_k`` decays with the step (the reference's ``DB_beta_sigma``;
-        0, the reference default, keeps it constant).
-    """
-
-    beta: float = 0.9
-    beta_sigma: float = 0.0
-
-
-@register("weighting", "db_mtl", config=DBMTLConfig)
 class DBMTL(GradientWeighting):
     """DB-MTL: Lin, Jiang, Ye, Zhang, Chen, Chen, Liu and Kwok, "Dual-Balancing for Multi-Task
     Learning", arXiv 2308.12029, 2023; the reference code is LibMTL's ``DB_MTL``.

@@ -4,36 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, gramian, options_of
+from .options import DualProjConfig
 from .solvers import nonnegative_qp
 
 
-@dataclass
-class DualProjConfig:
-    """Attributes:
-    preference: Relative weight ``p_t`` per task name of the combination that is projected,
-        ``sum_t p_t g_t / T`` (tasks not listed: 1, so by default the mean gradient, as in the
-        reference), e.g. ``{fine: 2.0}``.
-    norm_eps: The Gram matrix is divided by its trace (the squared Frobenius norm of the
-        gradients); below this trace it is taken as zero (the reference's ``norm_eps``).
-    reg_eps: Added to the normalised Gram matrix's diagonal so the projection is well posed
-        (the reference's ``reg_eps``).
-    """
-
-    preference: dict[str, float] = field(default_factory=dict)
-    norm_eps: float = 1e-4
-    reg_eps: float = 1e-4
-
-
-@register("weighting", "dualproj", config=DualProjConfig)
 class DualProj(GradientWeighting):
     """DualProj: the projection of Lopez-Paz and Ranzato, "Gradient Episodic Memory for Continual
     Learning", NeurIPS 2017 (Eq. 11, solved through its dual), applied to all task gradients as

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import check_range, options_of, state
+from .options import DynamicWeightAverageConfig
 
 
-@dataclass
-class DynamicWeightAverageConfig:
-    """Attributes:
-    temperature: The softmax temperature ``T`` (the paper uses 2; larger is closer to equal
-        weights).
-    """
-
-    temperature: float = 2.0
-
-
-@register("weighting", "dwa", config=DynamicWeightAverageConfig)
 class DynamicWeightAverage(LossWeighting):
     """Dynamic weight average: Liu, Johns and Davison, "End-to-End Multi-Task Learning with
     Attention", CVPR 2019, Eq. 1.
@@ -56,7 +44,9 @@ class DynamicWeightAverage(LossWeighting):
 
     def loss_weights(self, losses: tf.Tensor) -> tf.Tensor:
         history = tf.convert_to_tensor(self.history)
-        ratio = history[0] / history[1]
+        # a task with no labelled example in an epoch has mean loss 0: its ratio counts as 1
+        seen = history[1] > 0
+        ratio = tf.where(seen, history[0] / tf.where(seen, history[1], 1.0), 1.0)
         count = tf.cast(tf.size(ratio), tf.float32)
         weights = count * tf.nn.softmax(ratio / self.temperature)
         return tf.where(self.epochs_seen >= 2.0, weights, tf.ones_like(weights))

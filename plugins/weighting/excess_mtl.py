@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .balance_util import all_finite, task_buffer
 from .common import check_range, combine, options_of, state
+from .options import ExcessMTLConfig
 
 EPSILON = 1e-7  # the reference's sqrt(sum of squared gradients + 1e-7)
 
 
-@dataclass
-class ExcessMTLConfig:
-    """Attributes:
-    robust_step_size: The step size of the exponentiated update of the task weights (the
-        reference's default 0.01; the authors' README example uses 1; larger moves the weights
-        faster, 0 keeps them equal).
-    """
-
-    robust_step_size: float = 0.01
-
-
-@register("weighting", "excess_mtl", config=ExcessMTLConfig)
 class ExcessMTL(GradientWeighting):
     """ExcessMTL: He, Zhou, Zhang, Yun, Xu, Zeng, Chilimbi and Zhao, "Robust Multi-Task
     Learning with Excess Risks", ICML 2024; the reference code is LibMTL's ``ExcessMTL``

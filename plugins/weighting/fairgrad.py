@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, gramian, options_of
+from .options import FairGradConfig
 
 _F64 = tf.float64
 MAX_NEWTON_STEPS = 100  # damped Newton steps at most (it usually converges in under 15)
@@ -20,18 +19,6 @@ LADDER = [0.5**k for k in range(40)]  # backtracking step sizes, all tried at on
 MAX_SCALED_WEIGHT = 1e8
 
 
-@dataclass
-class FairGradConfig:
-    """Attributes:
-    alpha: The fairness parameter: 0 is utilitarian (equal weights, the mean gradient), 1
-        proportional fairness (the Nash bargaining solution of Nash-MTL), larger values are
-        closer to max-min fairness (the reference code's default 1; the paper's scripts use 2).
-    """
-
-    alpha: float = 1.0
-
-
-@register("weighting", "fairgrad", config=FairGradConfig)
 class FairGrad(GradientWeighting):
     """FairGrad: Ban and Ji, "Fair Resource Allocation in Multi-Task Learning", ICML 2024
     (Algorithm 1; LibMTL's ``FairGrad.py`` and the authors' ``methods/weight_methods.py``).

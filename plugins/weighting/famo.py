@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import Adam, check_choice, check_range, options_of, state
+from .options import FAMOConfig
 
 EPSILON = 1e-8  # added to every loss before its logarithm, as in the reference code
 UPDATES = ("same_batch", "next_batch")
 
 
-@dataclass
-class FAMOConfig:
-    """Attributes:
-    gamma: Weight decay of the task logits (the reference code's ``gamma``, default 0.01).
-    weight_lr: Adam's learning rate for the task logits (the reference's ``w_lr``, 0.025).
-    update: ``same_batch`` (the paper): after the optimizer step the trainer evaluates the batch
-        again (one extra forward pass) and the logits learn from that batch's loss change.
-        ``next_batch``: no extra pass; the change is measured between the losses of one step and
-        the next step's batch (costs nothing, but is dominated by batch-to-batch noise).
-    """
-
-    gamma: float = 0.01
-    weight_lr: float = 0.025
-    update: str = "same_batch"
-
-
-@register("weighting", "famo", config=FAMOConfig)
 class FAMO(LossWeighting):
     """FAMO: Liu, Feng, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization",
     NeurIPS 2023 (Algorithm 1 and the authors' reference code).

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import (
@@ -18,27 +16,11 @@ from .common import (
     options_of,
     safe_divide,
 )
+from .options import GradDropConfig
 
 EPSILON = 1e-7  # in the sign purity's denominator, as in common implementations
 
 
-@dataclass
-class GradDropConfig:
-    """Attributes:
-    leak: How much of each task's gradient always passes, ``l`` in [0, 1] (0: plain GradDrop,
-        1: the plain sum).
-    gradient_of: ``features`` (the paper: the drop acts on the gradient of the shared
-        representation, which is then back-propagated) or ``shared_parameters`` (on the
-        backbone's parameter gradients, as the Nash-MTL and FAMO benchmark code does).
-    seed: Seeds the dropout draws; ``null`` derives it from the run's seed.
-    """
-
-    leak: float = 0.0
-    gradient_of: str = "features"
-    seed: int | None = None
-
-
-@register("weighting", "graddrop", config=GradDropConfig)
 class GradDrop(GradientWeighting):
     """GradDrop: Chen, Ngiam, Huang, Luong, Kretzschmar, Chai and Anguelov, "Just Pick a Sign:
     Optimizing Deep Multitask Models with Gradient Sign Dropout", NeurIPS 2020 (Algorithm 1).

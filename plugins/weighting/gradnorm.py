@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import Adam, check_range, combine, options_of, state
+from .options import GradNormConfig
 
 MIN_WEIGHT = 1e-4  # before renormalisation: weights stay positive
 
 
-@dataclass
-class GradNormConfig:
-    """Attributes:
-    alpha: The asymmetry ``alpha`` (the paper uses 1.5 on NYUv2; 0 asks for equal gradient
-        norms whatever the training rates).
-    weight_lr: Adam's learning rate for the loss weights. The paper trains them with the
-        network's optimizer; the default is the reference experiment's Adam learning rate.
-    """
-
-    alpha: float = 1.5
-    weight_lr: float = 1e-3
-
-
-@register("weighting", "gradnorm", config=GradNormConfig)
 class GradNorm(GradientWeighting):
     """GradNorm: Chen, Badrinarayanan, Lee and Rabinovich, "GradNorm: Gradient Normalization for
     Adaptive Loss Balancing in Deep Multitask Networks", ICML 2018 (Algorithm 1).
@@ -57,17 +42,20 @@ class GradNorm(GradientWeighting):
         self.task_weights = state(self, "task_weights", (num_tasks,), "ones")
         self.adam = Adam(self, self.task_weights, self.weight_lr)
         self.initial_losses = state(self, "initial_losses", (num_tasks,), "ones")
-        self.has_initial = state(self, "has_initial")
+        self.has_initial = state(self, "has_initial", (num_tasks,))
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        self.initial_losses.assign(tf.where(self.has_initial > 0.0, self.initial_losses, losses))
-        self.has_initial.assign(1.0)
+        # each task's first positive loss (a batch without a label for it gives exactly 0)
+        first = tf.logical_and(self.has_initial <= 0.0, losses > 0.0)
+        self.initial_losses.assign(tf.where(first, losses, self.initial_losses))
+        self.has_initial.assign(tf.where(first, 1.0, tf.convert_to_tensor(self.has_initial)))
         weights = tf.convert_to_tensor(self.task_weights)
         update = combine(grads, weights)
 
         norms = tf.norm(grads, axis=1)
         weighted_norms = weights * norms
-        training_rate = losses / self.initial_losses
+        known = tf.logical_and(self.has_initial > 0.0, losses > 0.0)
+        training_rate = tf.where(known, losses / self.initial_losses, 1.0)
         inverse_rate = training_rate / tf.reduce_mean(training_rate)
         target = tf.reduce_mean(weighted_norms) * tf.pow(inverse_rate, self.alpha)
         self.adam.apply(tf.sign(weighted_norms - target) * norms)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import (
@@ -20,21 +18,9 @@ from .common import (
     safe_divide,
     state,
 )
+from .options import GradVacConfig
 
 
-@dataclass
-class GradVacConfig:
-    """Attributes:
-    beta: The rate of the exponential moving average of each pair's cosine similarity, the
-        target (the paper uses 0.01).
-    seed: Seeds the random order of the pairs; ``null`` derives it from the run's seed.
-    """
-
-    beta: float = 0.01
-    seed: int | None = None
-
-
-@register("weighting", "gradvac", config=GradVacConfig)
 class GradVac(GradientWeighting):
     """Gradient Vaccine: Wang, Tsvetkov, Firat and Cao, "Gradient Vaccine: Investigating and
     Improving Multi-task Optimization in Massively Multilingual Models", ICLR 2021 (Algorithm 2),

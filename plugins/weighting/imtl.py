@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_choice, combine, gramian, options_of
+from .options import IMTLConfig
 
 
-@dataclass
-class IMTLConfig:
-    """Attributes:
-    upper_bound: Balance the gradients of the shared representation (the batch's features)
-        instead of those of the shared parameters, as MGDA-UB does (the paper's cheaper option).
-    """
-
-    upper_bound: bool = False
-
-
-@register("weighting", "imtl", config=IMTLConfig)
 class IMTLG(GradientWeighting):
     """IMTL-G: Liu, Li, Kuang, Xue, Chen, Yang, Liao and Zhang, "Towards Impartial Multi-task
     Learning", ICLR 2021.

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import options_of
+from .options import ImpartialLossConfig
 
 
-@dataclass
-class ImpartialLossConfig:
-    """Attributes:
-    init_scale: The initial ``s`` of every task (0, as in LibMTL: every weight starts at 1).
-    """
-
-    init_scale: float = 0.0
-
-
-@register("weighting", "imtl_l", config=ImpartialLossConfig)
 class ImpartialLossBalance(LossWeighting):
     """IMTL-L: the loss balance of Liu, Li, Kuang, Xue, Chen, Yang, Liao and Zhang, "Towards
     Impartial Multi-task Learning", ICLR 2021 (its Eq. 6 with ``a = e``, ``b = 1``), as in the

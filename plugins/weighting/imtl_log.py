@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tensorflow as tf
 
-from mtbench import register
-
 from .balance_util import log_loss_scale, scale_rows
-from .imtl import IMTLG, IMTLConfig
+from .imtl import IMTLG
 
 EPSILON = 1e-8  # the reference's EPS: log(L + 1e-8)
 
 
-@dataclass
-class IMTLLogConfig(IMTLConfig):
-    """The options of ``imtl`` (:class:`~.imtl.IMTLConfig`), applied to the log-loss gradients.
-
-    Attributes:
-    upper_bound: Balance the log-loss gradients of the shared features instead of those of the
-        shared parameters (the reference offers the shared parameters only).
-    """
-
-
-@register("weighting", "imtl_log", config=IMTLLogConfig)
 class IMTLGLog(IMTLG):
     """IMTL-G on log-losses: ``log_imtl`` of the code base of Liu, Feng, Stone and Liu, "FAMO:
     Fast Adaptive Multitask Optimization", NeurIPS 2023 (``methods/weight_methods.py``,

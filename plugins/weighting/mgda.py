@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_choice, combine, gramian, options_of
+from .options import MGDAConfig
 from .solvers import min_norm_weights
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
-@dataclass
-class MGDAConfig:
-    """Attributes:
-    upper_bound: MGDA-UB: use each task's gradient of the shared representation (the batch's
-        features) instead of the shared parameters; the combination is back-propagated through
-        the backbone once.
-    normalization: How gradients are scaled before solving (the reference code's option; the
-        paper uses none): ``none``, ``l2`` (by their norm), ``loss`` (by the task loss) or
-        ``loss+`` (by both). The weights found are applied to the unscaled gradients.
-    """
-
-    upper_bound: bool = False
-    normalization: str = "none"
-
-
-@register("weighting", "mgda", config=MGDAConfig)
 class MGDA(GradientWeighting):
     """MGDA: Sener and Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018.
 

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tensorflow as tf
 
-from mtbench import register
-
 from .balance_util import log_loss_scale, scale_rows
-from .mgda import MGDA, MGDAConfig
+from .mgda import MGDA
 
 EPSILON = 1e-8  # the reference's log(L + 1e-8)
 
 
-@dataclass
-class MGDALogConfig(MGDAConfig):
-    """The options of ``mgda`` (:class:`~.mgda.MGDAConfig`), applied to the log-loss gradients.
-
-    Attributes:
-    upper_bound: Use each task's gradient of the shared features instead of the shared
-        parameters (MGDA-UB; the reference's ``params="rep"``).
-    normalization: How the log-loss gradients are scaled before solving: ``none``, ``l2`` (by
-        their norm; the reference's ``norm``), ``loss`` (by the task loss ``L_t``, not its
-        logarithm, as the reference) or ``loss+`` (by both).
-    """
-
-
-@register("weighting", "mgda_log", config=MGDALogConfig)
 class MGDALog(MGDA):
     """MGDA on log-losses: ``log_mgda`` of the code base of Liu, Feng, Stone and Liu, "FAMO:
     Fast Adaptive Multitask Optimization", NeurIPS 2023 (``methods/weight_methods.py``,

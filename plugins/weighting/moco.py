@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, gramian, options_of, state
+from .options import MoCoConfig
 
 
-@dataclass
-class MoCoConfig:
-    """Attributes:
-    beta: The step size of the tracked gradients at step 1 (LibMTL's ``MoCo_beta``).
-    beta_sigma: It decays as ``beta / k^beta_sigma`` at step k (LibMTL's ``MoCo_beta_sigma``).
-    gamma: The step size of the task weights at step 1 (LibMTL's ``MoCo_gamma``).
-    gamma_sigma: It decays as ``gamma / k^gamma_sigma`` (LibMTL's ``MoCo_gamma_sigma``).
-    rho: The L2 regularisation of the task weights' objective (LibMTL's ``MoCo_rho``).
-    """
-
-    beta: float = 0.5
-    beta_sigma: float = 0.5
-    gamma: float = 0.1
-    gamma_sigma: float = 0.5
-    rho: float = 0.0
-
-
-@register("weighting", "moco", config=MoCoConfig)
 class MoCo(GradientWeighting):
     """MoCo: Fernando, Shen, Liu, Chaudhury, Murugesan and Chen, "Mitigating Gradient Bias in
     Multi-objective Learning: A Provably Convergent Approach", ICLR 2023, as LibMTL implements it

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, options_of, state
+from .options import MoDoConfig
 from .sampling import project_to_simplex
 
 
-@dataclass
-class MoDoConfig:
-    """Attributes:
-    gamma: Step size of the weights' update (the reference's ``MoDo_gamma``).
-    rho: L2 regularisation of the weights in their update (``MoDo_rho``).
-    """
-
-    gamma: float = 0.001
-    rho: float = 0.1
-
-
-@register("weighting", "modo", config=MoDoConfig)
 class MoDo(GradientWeighting):
     """MoDo: Chen, Fernando, Ying and Chen, "Three-Way Trade-Off in Multi-Objective Learning:
     Optimization, Generalization and Conflict-Avoidance", NeurIPS 2023 (Algorithm 1), as in

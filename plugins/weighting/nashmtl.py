@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, gramian, options_of, state
+from .options import NashMTLConfig
 
 _F64 = tf.float64
 LADDER = [0.5**k for k in range(30)]  # backtracking step sizes, all tried at once
 MAX_SCALED_WEIGHT = 1e8  # caps the weights when no bargaining solution exists
 
 
-@dataclass
-class NashMTLConfig:
-    """Attributes:
-    update_weights_every: Solve for new weights every this many steps (the paper's cheaper
-        variant); the steps between reuse the last weights at the cost of one backward pass.
-    optim_niter: Iterations of the solver per update (the reference's 20; Newton's method
-        usually converges in fewer and then stops).
-    max_norm: Clip the norm of the shared-parameter update to this (the reference's 1.0);
-        0 disables clipping.
-    """
-
-    update_weights_every: int = 1
-    optim_niter: int = 20
-    max_norm: float = 1.0
-
-
-@register("weighting", "nashmtl", config=NashMTLConfig)
 class NashMTL(GradientWeighting):
     """Nash-MTL: Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik and Fetaya, "Multi-Task
     Learning as a Bargaining Game", ICML 2022.

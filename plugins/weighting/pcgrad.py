@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import (
@@ -19,20 +17,9 @@ from .common import (
     options_of,
     safe_divide,
 )
+from .options import PCGradConfig
 
 
-@dataclass
-class PCGradConfig:
-    """Attributes:
-    reduction: ``sum`` (the paper's Algorithm 1) or ``mean`` of the projected gradients.
-    seed: Seeds the random order of projections; ``null`` derives it from the run's seed.
-    """
-
-    reduction: str = "sum"
-    seed: int | None = None
-
-
-@register("weighting", "pcgrad", config=PCGradConfig)
 class PCGrad(GradientWeighting):
     """PCGrad: Yu, Kumar, Gupta, Levine, Hausman and Finn, "Gradient Surgery for Multi-Task
     Learning", NeurIPS 2020 (Algorithm 1).

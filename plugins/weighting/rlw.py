@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import SeededStream, check_choice, check_seed, options_of
+from .options import RandomLossWeightingConfig
 
 DISTRIBUTIONS = ("normal", "uniform", "dirichlet")
 
 
-@dataclass
-class RandomLossWeightingConfig:
-    """Attributes:
-    distribution: Where the weights come from at each step: ``normal`` (softmax of standard
-        normal draws, the paper's recommended and its reference code's choice), ``uniform``
-        (uniform draws on [0, 1] divided by their sum) or ``dirichlet`` (Dirichlet(1, ..., 1)).
-    seed: Seeds the draws; ``null`` derives it from the run's seed.
-    """
-
-    distribution: str = "normal"
-    seed: int | None = None
-
-
-@register("weighting", "rlw", config=RandomLossWeightingConfig)
 class RandomLossWeighting(LossWeighting):
     """Random loss weighting: Lin, Ye, Xu, Shi and Zhang, "Reasonable Effectiveness of Random
     Weighting: A Litmus Test for Multi-Task Learning", TMLR 2022.

@@ -3,28 +3,16 @@ scalarisation)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import check_range, options_of
+from .options import ScaleInvariantConfig
 
 
-@dataclass
-class ScaleInvariantConfig:
-    """Attributes:
-    epsilon: Added to every loss before its logarithm. 0 as in the reference code (a loss of
-        exactly 0 then makes the step non-finite); FAMO's code uses 1e-8 for its log losses.
-    """
-
-    epsilon: float = 0.0
-
-
-@register("weighting", "scaleinvls", config=ScaleInvariantConfig)
 class ScaleInvariantLinearScalarization(LossWeighting):
     """Scale-invariant linear scalarisation: the baseline ``ScaleInvariantLinearScalarization``
     of the Nash-MTL code base (Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik and Fetaya,
@@ -42,6 +30,9 @@ class ScaleInvariantLinearScalarization(LossWeighting):
     effective weights ``1 / (L_t + eps)``. Its optional fixed task weights (never set in the
     papers' experiments) are not offered; ``epsilon`` is mtbench's (0 reproduces the reference).
 
+    A task whose ``L_t + eps`` is 0 (with ``eps = 0``: no labelled example in the batch) adds
+    nothing to the objective and gets weight 0, instead of ``log 0``.
+
     Example:
         ``python -m mtbench weighting=scaleinvls weighting.epsilon=1e-8``
     """
@@ -52,11 +43,15 @@ class ScaleInvariantLinearScalarization(LossWeighting):
         self.epsilon = float(epsilon)
 
     def combine(self, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        objective = tf.reduce_sum(tf.math.log(losses + self.epsilon))
-        return objective, self.loss_weights(losses)
+        shifted = losses + self.epsilon
+        present = shifted > 0
+        logs = tf.where(present, tf.math.log(tf.where(present, shifted, 1.0)), 0.0)
+        return tf.reduce_sum(logs), self.loss_weights(losses)
 
     def loss_weights(self, losses: tf.Tensor) -> tf.Tensor:
-        return tf.stop_gradient(1.0 / (losses + self.epsilon))
+        shifted = losses + self.epsilon
+        present = shifted > 0
+        return tf.stop_gradient(tf.where(present, 1.0 / tf.where(present, shifted, 1.0), 0.0))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **options_of(self, ScaleInvariantConfig)}

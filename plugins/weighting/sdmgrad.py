@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, options_of, state
+from .options import SDMGradConfig
 from .sampling import project_to_simplex
 
 
-@dataclass
-class SDMGradConfig:
-    """Attributes:
-    lamda: Regularisation towards the mean gradient (the reference's ``SDMGrad_lamda``; the
-        paper's lambda).
-    niter: Projected-gradient iterations on the weights per update (``SDMGrad_niter``).
-    weight_lr: Step size of those iterations (the reference's SGD learning rate).
-    weight_momentum: Their momentum (the reference's SGD momentum; the buffer starts afresh at
-        every update, as the reference builds a new optimizer each time).
-    """
-
-    lamda: float = 0.3
-    niter: int = 20
-    weight_lr: float = 5.0
-    weight_momentum: float = 0.5
-
-
-@register("weighting", "sdmgrad", config=SDMGradConfig)
 class SDMGrad(GradientWeighting):
     """SDMGrad: Xiao, Ban and Ji, "Direction-oriented Multi-objective Learning: Simple and
     Provable Stochastic Algorithms", NeurIPS 2023, as in LibMTL's ``SDMGrad.py`` (modified from

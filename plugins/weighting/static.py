@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 
-@dataclass
-class StaticConfig:
-    """Attributes:
-    weights: Loss weight per task name, e.g. ``{fine: 1.0, coarse: 0.5}``; tasks not listed get
-        ``default``.
-    default: The weight of tasks that ``weights`` does not name.
-    """
-
-    weights: dict[str, float] = field(default_factory=dict)
-    default: float = 1.0
-
-
-@register("weighting", "static", config=StaticConfig)
 class StaticWeighting(LossWeighting):
     """Objective ``sum_t w_t * L_t`` with fixed ``w_t``.
 

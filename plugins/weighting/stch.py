@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import check_range, options_of, state
+from .options import SmoothTchebycheffConfig
 
 EPSILON = 1e-20  # added inside every logarithm, as in the reference code
 
 
-@dataclass
-class SmoothTchebycheffConfig:
-    """Attributes:
-    mu: The smoothing parameter ``mu > 0`` (the reference code's ``STCH_mu``, 1). Small values
-        approach the Tchebycheff scalarisation (only the worst normalised task is trained); large
-        values approach ``sum_t log L_t`` (every task weighted by ``1 / L_t``).
-    warmup_epochs: Epochs trained on ``sum_t log L_t`` before the nadir epoch (the reference
-        code's ``STCH_warmup_epoch``, 4). The epoch after them is trained the same way and its
-        mean training losses become the nadir point; STCH proper starts in the epoch after that
-        (with the default 4, the 6th epoch).
-    """
-
-    mu: float = 1.0
-    warmup_epochs: int = 4
-
-
-@register("weighting", "stch", config=SmoothTchebycheffConfig)
 class SmoothTchebycheff(LossWeighting):
     """Smooth Tchebycheff scalarisation: Lin, Zhang, Zhang, Liu, Zhang and Zhang, "Smooth
     Tchebycheff Scalarization for Multi-Objective Optimization", ICML 2024, in the multitask form

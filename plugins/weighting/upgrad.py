@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import GradientWeighting
 
 from .common import check_range, combine, gramian, options_of
+from .options import UPGradConfig
 from .solvers import nonnegative_qp
 
 
-@dataclass
-class UPGradConfig:
-    """Attributes:
-    norm_eps: The Gram matrix is divided by its trace (the squared Frobenius norm of the
-        gradients); below this trace it is taken as zero (the reference's ``norm_eps``).
-    reg_eps: Added to the normalised Gram matrix's diagonal so the projections are well posed
-        (the reference's ``reg_eps``).
-    """
-
-    norm_eps: float = 1e-4
-    reg_eps: float = 1e-4
-
-
-@register("weighting", "upgrad", config=UPGradConfig)
 class UPGrad(GradientWeighting):
     """UPGrad: Quinton and Rey, "Jacobian Descent for Multi-Objective Optimization", 2024
     (the torchjd reference implementation).

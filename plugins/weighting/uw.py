@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from mtbench import register
 from mtbench.weighting import LossWeighting
 
 from .common import check_choice, options_of
+from .options import UncertaintyConfig
 
 
-@dataclass
-class UncertaintyConfig:
-    """Attributes:
-    form: ``classification`` (``exp(-s) L + s/2``, the paper's Eq. 10 for a softmax likelihood)
-        or ``regression`` (``exp(-s) L / 2 + s/2``, its Eq. 7 for a Gaussian likelihood), with
-        ``s = log sigma^2`` per task.
-    init_log_variance: The initial ``s`` of every task (0: every weight starts at 1).
-    """
-
-    form: str = "classification"
-    init_log_variance: float = 0.0
-
-
-@register("weighting", "uw", config=UncertaintyConfig)
 class UncertaintyWeighting(LossWeighting):
     """Uncertainty weighting: Kendall, Gal and Cipolla, "Multi-Task Learning Using Uncertainty to
     Weigh Losses for Scene Geometry and Semantics", CVPR 2018.

@@ -33,14 +33,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import mtbench  # noqa: E402
-
-# Registers the plugins that are not entry points yet (importing a plugin module registers it).
-import mtbench_plugins.backbones.resnet  # noqa: E402, F401
-import mtbench_plugins.backbones.resnet9  # noqa: E402, F401
-import mtbench_plugins.backbones.wide_resnet  # noqa: E402, F401
-from mtbench.data import TaskSpec  # noqa: E402
 from mtbench.hardware import cpu_name  # noqa: E402
+from mtbench.inputs import ImagePreprocessing  # noqa: E402
 from mtbench.model import MultiTaskModel  # noqa: E402
+from mtbench.tasks import TaskSpec  # noqa: E402
 
 TASKS = [TaskSpec("fine", 100), TaskSpec("coarse", 20)]
 
@@ -98,7 +94,8 @@ def make_step(spec: str, ablate: str | None, batch_size: int, precision: str, se
         with ablation(ablate):
             model = MultiTaskModel(
                 mtbench.build_plugin("backbone", {"name": name, **options}),
-                mtbench.build_plugin("head", {"name": "dense"}, tasks=TASKS, hierarchy=None),
+                mtbench.build_plugin("head", {"name": "dense"}, tasks=TASKS),
+                preprocessing=ImagePreprocessing(255.0),
             )
             model(tf.zeros([1, 32, 32, 3], tf.uint8))
             optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)

@@ -35,12 +35,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtbench.config import TrainerConfig  # noqa: E402
-from mtbench.data import Split, TaskSpec  # noqa: E402
+from mtbench.data import Split  # noqa: E402
 from mtbench.hardware import cpu_name  # noqa: E402
-from mtbench.model import (  # noqa: E402
-    build_model,
-    dtype_policy,
-)
+from mtbench.inputs import ImagePreprocessing  # noqa: E402
+from mtbench.model import build_model, dtype_policy  # noqa: E402
+from mtbench.tasks import TaskSpec, task_kinds  # noqa: E402
 from mtbench.trainer import Trainer  # noqa: E402
 from mtbench.weighting import EqualWeights  # noqa: E402
 
@@ -69,14 +68,15 @@ def load_images(count: int) -> Split:
 def mtbench_setup(
     data: Split, batch_size: int, precision: str, steps_per_call: int
 ) -> Callable[[], None]:
-    model = build_model({"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=precision)
+    model = build_model(
+        {"name": "seed_cnn"}, {"name": "dense"}, TASKS, data.x[:1], precision=precision,
+        preprocessing=ImagePreprocessing(255.0),
+    )  # fmt: skip
     config = TrainerConfig(
         batch_size=batch_size, epochs=1, progress=False, steps_per_call=steps_per_call,
         checkpoint_every=0,
     )  # fmt: skip
-    trainer = Trainer(
-        config, model, EqualWeights(), ["fine", "coarse"], precision=precision, seed=0
-    )
+    trainer = Trainer(config, model, EqualWeights(), task_kinds(TASKS), precision=precision, seed=0)
     batches = trainer.prepare(data)
     epoch = iter(range(1, 10_000))
 

@@ -31,17 +31,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtbench.data import TaskSpec  # noqa: E402
-from mtbench.model import (
-    MultiTaskModel,  # noqa: E402
-    build_model,  # noqa: E402
-)
+from mtbench.inputs import ImagePreprocessing  # noqa: E402
+from mtbench.model import MultiTaskModel, build_model  # noqa: E402
+from mtbench.tasks import TaskSpec  # noqa: E402
 
 TASKS = (TaskSpec("fine", 100), TaskSpec("coarse", 20))
 
 
 def _model(precision: str) -> MultiTaskModel:
-    return build_model({"name": "seed_cnn"}, {"name": "dense"}, TASKS, precision=precision)
+    return build_model(
+        {"name": "seed_cnn"}, {"name": "dense"}, TASKS, np.zeros([1, 32, 32, 3], np.uint8),
+        precision=precision, preprocessing=ImagePreprocessing(255.0),
+    )  # fmt: skip
 
 
 def _vector(grad, variable) -> tf.Tensor:

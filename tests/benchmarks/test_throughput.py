@@ -12,9 +12,11 @@ import pytest
 
 import mtbench
 from mtbench.config import TrainerConfig
-from mtbench.data import Split, TaskSpec
+from mtbench.data import Split
+from mtbench.inputs import Augmentation, ImageInputs, ImagePreprocessing
 from mtbench.model import build_model
-from mtbench.pipeline import Augmentation, EpochBatches
+from mtbench.pipeline import EpochBatches
+from mtbench.tasks import TaskSpec, task_kinds
 from mtbench.trainer import Trainer
 from mtbench.weighting import EqualWeights
 
@@ -34,11 +36,12 @@ def _split(count: int) -> Split:
 
 
 def _trainer(backbone: str) -> tuple[Trainer, EpochBatches]:
-    model = build_model({"name": backbone}, {"name": "dense"}, TASKS, precision=PRECISION)
+    model = build_model(
+        {"name": backbone}, {"name": "dense"}, TASKS, np.zeros([1, 32, 32, 3], np.uint8),
+        precision=PRECISION, preprocessing=ImagePreprocessing(255.0),
+    )  # fmt: skip
     config = TrainerConfig(batch_size=BATCH, epochs=1, progress=False, checkpoint_every=0)
-    trainer = Trainer(
-        config, model, EqualWeights(), ["fine", "coarse"], precision=PRECISION, seed=0
-    )
+    trainer = Trainer(config, model, EqualWeights(), task_kinds(TASKS), precision=PRECISION, seed=0)
     return trainer, trainer.prepare(_split(BATCH * STEPS))
 
 
@@ -58,8 +61,9 @@ def test_training_step(benchmark, backbone):
 
 def test_input_pipeline(benchmark):
     data = _split(10_000)
-    augmentation = Augmentation(crop_padding=4, horizontal_flip=True, cutout=8)
-    batches = EpochBatches(data, ("fine", "coarse"), 256, seed=0, augmentation=augmentation)
+    inputs = ImageInputs(augmentation=Augmentation(crop_padding=4, horizontal_flip=True, cutout=8))
+    kinds = {k.name: k for k in task_kinds(TASKS)}
+    batches = EpochBatches(data, kinds, 256, seed=0, inputs=inputs)
     epochs = iter(range(1, 1_000_000))
 
     def epoch() -> None:

@@ -33,11 +33,10 @@ import tensorflow as tf  # noqa: E402
 import mtbench  # noqa: E402
 from mtbench import registry  # noqa: E402
 from mtbench.config import TrainerConfig  # noqa: E402
-from mtbench.data import Split, TaskSpec  # noqa: E402
-from mtbench.model import (
-    MultiTaskModel,  # noqa: E402
-    build_model,  # noqa: E402
-)
+from mtbench.data import Split  # noqa: E402
+from mtbench.inputs import ImagePreprocessing  # noqa: E402
+from mtbench.model import MultiTaskModel, build_model  # noqa: E402
+from mtbench.tasks import TaskSpec, task_kinds  # noqa: E402
 from mtbench.trainer import Trainer  # noqa: E402
 
 # Until pyproject.toml declares them as entry points, importing a module registers its plugins.
@@ -108,7 +107,10 @@ def methods(selected: Sequence[str] | None = None) -> list[Method]:
 
 
 def _model(tasks: Sequence[TaskSpec]) -> MultiTaskModel:
-    return build_model({"name": "seed_cnn"}, {"name": "dense"}, tasks, precision=PRECISION)
+    return build_model(
+        {"name": "seed_cnn"}, {"name": "dense"}, tasks, np.zeros([1, 32, 32, 3], np.uint8),
+        precision=PRECISION, preprocessing=ImagePreprocessing(255.0),
+    )  # fmt: skip
 
 
 def _batch(tasks: Sequence[TaskSpec]) -> Split:
@@ -125,7 +127,7 @@ def build_step(config: dict[str, Any], warmup: int = 3, tasks: int = 2) -> Calla
         TrainerConfig(batch_size=BATCH_SIZE, epochs=1, progress=False, checkpoint_every=0),
         _model(specs),
         registry.build("weighting", config),
-        [t.name for t in specs],
+        task_kinds(specs),
         precision=PRECISION,
         seed=0,
     )
@@ -137,7 +139,8 @@ def build_step(config: dict[str, Any], warmup: int = 3, tasks: int = 2) -> Calla
             {t: np.concatenate([y] * samples) for t, y in batch.y.items()},
         )
     )
-    labels = {t: tf.constant(y, tf.int64) for t, y in batch.y.items()}
+    # every example labelled for every task: (labels, present) as the pipeline gives them
+    labels = {t: (tf.constant(y, tf.int64), tf.ones([len(y)], tf.bool)) for t, y in batch.y.items()}
     dataset = tf.data.Dataset.from_tensors((tf.constant(batch.x), labels)).repeat()
     iterator = iter(dataset)
 

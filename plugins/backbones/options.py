@@ -1,0 +1,74 @@
+"""The options of the reference backbones, one dataclass per backbone.
+
+Kept apart from the backbones, without Keras, so that the command line can type every backbone's
+options (a mistyped key or value fails when Hydra composes) without importing any backbone; the
+backbone's module is imported when a run builds it. pyproject.toml declares each backbone
+(``mtbench.plugins``) and its options (``mtbench.configs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+# backbone=mlp: mlp.py
+@dataclass
+class MLPBackboneConfig:
+    """Options of the ``mlp`` backbone.
+
+    Attributes:
+        hidden_units: Sizes of the dense layers, input side first; the last is the feature size.
+        activation: Keras activation of every layer.
+        dropout: Dropout rate after each layer (0: none).
+    """
+
+    hidden_units: list[int] = field(default_factory=lambda: [128, 64])
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+# backbone=resnet: resnet.py
+@dataclass
+class ResNetConfig:
+    """Options of the ``resnet`` backbone.
+
+    Attributes:
+        depth: 20, 32, 44, 56 or 110 for the CIFAR ResNets (three stages of basic blocks), 18 for
+            ResNet-18 (four stages) with the CIFAR stem.
+        width: Channels of the first stage; each later stage doubles them. ``null``: the paper's
+            (16 for the CIFAR ResNets, 64 for ResNet-18).
+    """
+
+    depth: int = 20
+    width: int | None = None
+
+
+# backbone=resnet9: resnet9.py
+@dataclass
+class ResNet9Config:
+    """Options of the ``resnet9`` backbone.
+
+    Attributes:
+        width: Channels of the first convolution; the stages have ``2x``, ``4x`` and ``8x`` as
+            many (64 gives 64-128-256-512, the DAWNBench network).
+        global_pool: ``max`` or ``avg``: how the last 4x4 feature map becomes a vector.
+    """
+
+    width: int = 64
+    global_pool: str = "max"
+
+
+# backbone=wide_resnet: wide_resnet.py
+@dataclass
+class WideResNetConfig:
+    """Options of the ``wide_resnet`` backbone.
+
+    Attributes:
+        depth: Total depth ``d``; ``d - 4`` must be divisible by 6 (10, 16, 22, 28, 40, ...).
+        widen_factor: ``k``: the three stages have ``16k``, ``32k`` and ``64k`` channels.
+        dropout: Dropout rate between the two convolutions of every block (the paper uses 0.3).
+    """
+
+    depth: int = 16
+    widen_factor: int = 4
+    dropout: float = 0.0
