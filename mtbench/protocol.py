@@ -303,6 +303,14 @@ class Benchmark:
                 f"dataset '{dataset}' declares inputs={inputs!r}: use a mtbench.inputs.Inputs "
                 "(e.g. ImageInputs) or None"
             )
+        if data.inputs is None and _looks_like_uint8_images(data.train.x):
+            raise DatasetError(
+                f"dataset '{dataset}' returns uint8 images [N, H, W, C] but declares no input "
+                "preprocessing, and mtbench no longer scales pixels on its own (since the task "
+                "contract of mtbench 0.2). Declare it: DatasetSplits(..., "
+                "inputs=mtbench.inputs.ImageInputs(divisor=255.0)), with normalize, augmentation "
+                "and eval_flip as wanted (see the README's 'Migrating a plugin')"
+            )
         layer = inputs.layer(data.train.x)
         preprocessing = None
         if layer is not None:
@@ -645,8 +653,8 @@ class Benchmark:
     def _compare(self, tasks: list[str], data: DatasetSplits) -> dict[str, Any] | None:
         complete = [r for r in self.results["runs"] if r.get("status") == "complete"]
         if len(tasks) == 1:
-            self.results["notes"] = [records.one_task_note(tasks[0])]
-            log.warning("%s", self.results["notes"][0])
+            self.results["notes"].append(records.one_task_note(tasks[0]))
+            log.warning("%s", self.results["notes"][-1])
             return None
         comparison = records.compare(
             complete, self.results["tasks"], metrics=self.benchmark_config.delta_m_metrics
@@ -683,6 +691,16 @@ class Benchmark:
             plot_curves(self.results, self.output_dir / "curves.png")
         except Exception as exc:  # a plot must never cost the results
             log.warning("could not draw curves.png: %s", exc)
+
+
+def _looks_like_uint8_images(x: Any) -> bool:
+    """Inputs ``[N, H, W, C]`` of uint8 with 1, 3 or 4 channels."""
+    return (
+        isinstance(x, np.ndarray)
+        and x.dtype == np.uint8
+        and x.ndim == 4
+        and x.shape[-1] in (1, 3, 4)
+    )
 
 
 def _timing(fit: FitResult) -> dict[str, Any]:

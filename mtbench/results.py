@@ -291,6 +291,10 @@ def summary_text(results: Mapping[str, Any], fmt: str = "github") -> str:
     return "\n\n".join(parts)
 
 
+def _with_test_split_note(text: str) -> str:
+    return text if "chooses nothing" in text else text + " The test split chooses nothing."
+
+
 def selection_text(results: Mapping[str, Any]) -> str:
     """How each run's weights were chosen (``runs[].selection.rule``)."""
     rules: dict[str, list[str]] = {}
@@ -364,7 +368,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     lines += [
         "## Test results",
         "",
-        selection_text(results),
+        _with_test_split_note(selection_text(results)),
         "",
         "Fractions are shown in %, other metrics in their own unit. Δ % is the joint model's "
         "relative change against the single-task model of that task, signed so that **positive "

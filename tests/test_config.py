@@ -159,3 +159,131 @@ def test_cli_rejects_unknown_plugin_before_training(tmp_path):
     assert "Could not find 'weighting/nosuch'" in result.stderr
     assert "ew" in result.stderr and "static" in result.stderr
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+# ------------------------------------------------------------------------ choices are Enums
+#: Every option of the reference plugins that is a choice: (kind, plugin, option) -> the values
+#: users type. Each is an Enum field, so a wrong value fails when Hydra composes.
+CHOICES = {
+    ("weighting", "aligned_mtl", "scale_mode"): ["min", "median", "rmse"],
+    ("weighting", "famo", "update"): ["same_batch", "next_batch"],
+    ("weighting", "graddrop", "gradient_of"): ["features", "shared_parameters"],
+    ("weighting", "mgda", "normalization"): ["none", "l2", "loss", "loss+"],
+    ("weighting", "mgda_log", "normalization"): ["none", "l2", "loss", "loss+"],
+    ("weighting", "pcgrad", "reduction"): ["sum", "mean"],
+    ("weighting", "rlw", "distribution"): ["normal", "uniform", "dirichlet"],
+    ("weighting", "uw", "form"): ["classification", "regression"],
+    ("backbone", "resnet9", "global_pool"): ["max", "avg"],
+}
+VALID_CHOICES = [(*key, value) for key, values in CHOICES.items() for value in values]
+
+
+def _enum_options() -> dict[tuple[str, str, str], type]:
+    """(kind, plugin, option) -> its Enum, for every Enum field of the reference plugins."""
+    import dataclasses
+    import typing
+    from enum import Enum
+
+    from mtbench import registry
+
+    found = {}
+    for kind in registry.CONFIG_KINDS:
+        for name in registry.names(kind):
+            config = registry.get(kind, name).config
+            if not config.__module__.startswith("mtbench_plugins."):
+                continue  # a third party's plugin
+            hints = typing.get_type_hints(config)
+            for field in dataclasses.fields(config):
+                if isinstance(hints[field.name], type) and issubclass(hints[field.name], Enum):
+                    found[(kind, name, field.name)] = hints[field.name]
+    return found
+
+
+def test_every_choice_of_the_reference_plugins_is_an_enum_named_as_users_type_it():
+    found = _enum_options()
+    assert sorted(found) == sorted(CHOICES)
+    for key, enum in found.items():
+        assert [m.name for m in enum] == [m.value for m in enum] == CHOICES[key], key
+
+
+@pytest.mark.parametrize(("kind", "name", "option"), sorted(CHOICES))
+def test_a_wrong_choice_fails_at_compose_time_listing_the_choices(kind, name, option):
+    with pytest.raises(ConfigCompositionException) as info:
+        _compose(["+experiment=cifar100_mtl", f"{kind}={name}", f"{kind}.{option}=nope"])
+    cause = info.value.__cause__
+    assert isinstance(cause, ValidationError)
+    expected = f"Invalid value 'nope', expected one of [{', '.join(CHOICES[kind, name, option])}]"
+    assert expected in str(cause)
+    assert f"full_key: {kind}.{option}" in str(cause)
+
+
+@pytest.mark.parametrize(("kind", "name", "option"), sorted(CHOICES))
+def test_a_wrong_choice_from_python_is_refused_naming_the_key_and_the_choices(kind, name, option):
+    from mtbench import registry
+
+    choices = ", ".join(repr(value) for value in CHOICES[kind, name, option])
+    with pytest.raises(ValueError) as info:
+        registry.build(kind, {"name": name, option: "nope"})
+    assert str(info.value) == f"{kind}.{option}='nope'; choose one of {choices}"
+
+
+def _held_option(plugin, option):
+    """The option as a built plugin holds it and as its ``get_config`` returns it."""
+    return getattr(plugin, option), plugin.get_config()[option]
+
+
+@pytest.mark.parametrize(("kind", "name", "option", "value"), VALID_CHOICES)
+def test_each_valid_choice_composes_builds_and_stays_a_plain_string(kind, name, option, value):
+    import json
+
+    from mtbench import registry
+
+    cfg = _compose(["+experiment=cifar100_mtl", f"{kind}={name}", f"{kind}.{option}={value}"])
+    composed = cfg[kind][option]
+    assert composed.name == composed.value == value  # typed: an Enum member
+    # results.json and run identities read the config with enum_to_str: the same string as before
+    container = OmegaConf.to_container(cfg[kind], resolve=True, enum_to_str=True)
+    assert json.loads(json.dumps(container))[option] == value
+    built = registry.build(kind, cfg[kind])
+    for held in _held_option(built, option):
+        assert type(held) is str and held == value
+    clone = type(built).from_config(built.get_config())  # Keras serialisation round-trips
+    assert _held_option(clone, option) == (value, value)
+    # Python callers may pass the Enum member or its value
+    for given in (composed, value):
+        assert _held_option(registry.build(kind, {"name": name, option: given}), option) == (
+            value,
+            value,
+        )
+
+
+@pytest.mark.parametrize(("kind", "name", "option"), sorted(CHOICES))
+def test_the_default_choice_composes_and_builds(kind, name, option):
+    import dataclasses
+
+    from mtbench import registry
+
+    config = registry.get(kind, name).config
+    default = {f.name: f.default for f in dataclasses.fields(config)}[option]
+    assert default.value in CHOICES[kind, name, option]
+    cfg = _compose(["+experiment=cifar100_mtl", f"{kind}={name}"])
+    assert cfg[kind][option] is default
+    assert _held_option(registry.build(kind, cfg[kind]), option) == (default.value,) * 2
+    assert _held_option(registry.build(kind, {"name": name}), option) == (default.value,) * 2
+
+
+def test_cli_refuses_a_wrong_choice_before_any_work_and_lists_the_choices(tmp_path):
+    result = run_mtbench(
+        [
+            "+experiment=cifar100_mtl",
+            "weighting=mgda",
+            "weighting.normalization=nope",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Invalid value 'nope', expected one of [none, l2, loss, loss+]" in result.stderr
+    assert "full_key: weighting.normalization" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from mtbench import records, registry
 from mtbench.cli import config_dir
 from mtbench.config import store_schema
+from mtbench.data import DatasetError
 from mtbench.protocol import Benchmark
 
 METHODS = ("ew", "uw", "pcgrad", "mgda")
@@ -224,3 +225,20 @@ def test_a_gradient_method_for_one_task_is_refused_before_training(contract_regi
 def test_config_of_the_reference_dataset_still_composes():
     cfg = _compose("+experiment=cifar100_mtl_fast")
     assert OmegaConf.select(cfg, "dataset.augment.crop_padding") == 4
+
+
+def test_uint8_images_without_a_declaration_are_refused(contract_registry, tmp_path, monkeypatch):
+    """A dataset written for mtbench 0.1 (whose core divided uint8 pixels by 255) is refused
+    before training with a message that says what to declare, and leaves no results behind."""
+    original = SyntheticDataset.load
+
+    def undeclared(self):
+        data = original(self)
+        data.inputs = None
+        return data
+
+    monkeypatch.setattr(SyntheticDataset, "load", undeclared)
+    cfg = _compose("dataset=contract_synthetic", "dataset.variant=missing")
+    with pytest.raises(DatasetError, match=r"ImageInputs\(divisor=255.0\)"):
+        Benchmark(cfg, tmp_path / "old").run()
+    assert not (tmp_path / "old" / "results.json").exists()

@@ -4,11 +4,16 @@ Kept apart from the backbones, without Keras, so that the command line can type 
 options (a mistyped key or value fails when Hydra composes) without importing any backbone; the
 backbone's module is imported when a run builds it. pyproject.toml declares each backbone
 (``mtbench.plugins``) and its options (``mtbench.configs``).
+
+An option that is a choice is an Enum whose members are named as the values users type, so that
+a wrong value fails when Hydra composes and the message lists the choices; the backbones also
+take the values as strings and hold them as plain strings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 # backbone=mlp: mlp.py
@@ -44,6 +49,13 @@ class ResNetConfig:
 
 
 # backbone=resnet9: resnet9.py
+class GlobalPool(StrEnum):
+    """The choices of ``resnet9``'s ``global_pool`` (:class:`ResNet9Config`)."""
+
+    max = "max"
+    avg = "avg"
+
+
 @dataclass
 class ResNet9Config:
     """Options of the ``resnet9`` backbone.
@@ -55,7 +67,7 @@ class ResNet9Config:
     """
 
     width: int = 64
-    global_pool: str = "max"
+    global_pool: GlobalPool = GlobalPool.max
 
 
 # backbone=wide_resnet: wide_resnet.py

@@ -7,8 +7,7 @@ from typing import Any
 import keras
 
 from .building_blocks import FusedBatchNorm, conv
-
-GLOBAL_POOLS = ("max", "avg")
+from .options import GlobalPool
 
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
@@ -31,21 +30,26 @@ class ResNet9(keras.layers.Layer):
 
     Args:
         width: Channels of the prep convolution.
-        global_pool: ``"max"`` or ``"avg"``.
+        global_pool: ``"max"`` or ``"avg"`` (a :class:`GlobalPool` or its value).
 
     Example:
         >>> ResNet9(width=16)(keras.ops.zeros((8, 32, 32, 3))).shape
         (8, 128)
     """
 
-    def __init__(self, width: int = 64, global_pool: str = "max", **kwargs: Any) -> None:
+    def __init__(
+        self, width: int = 64, global_pool: GlobalPool | str = "max", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"backbone.width={width!r} must be a positive integer")
-        if global_pool not in GLOBAL_POOLS:
+        try:
+            global_pool = GlobalPool(global_pool).value
+        except ValueError:
+            choices = ", ".join(repr(member.value) for member in GlobalPool)
             raise ValueError(
-                f"backbone.global_pool={global_pool!r}; choose one of {', '.join(GLOBAL_POOLS)}"
-            )
+                f"backbone.global_pool={global_pool!r}; choose one of {choices}"
+            ) from None
         self.width = width
         self.global_pool = global_pool
         dtype = self.dtype_policy

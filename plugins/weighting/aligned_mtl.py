@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from mtbench.weighting import GradientWeighting
 
-from .common import check_choice, combine, gramian, options_of
-from .options import AlignedMTLConfig
+from .common import choice, combine, gramian, options_of
+from .options import AlignedMTLConfig, ScaleMode
 
 FLOAT32_EPSILON = 1.1920929e-07  # the reference's rank tolerance uses float32's epsilon
 
@@ -35,10 +35,9 @@ class AlignedMTL(GradientWeighting):
         ``python -m mtbench weighting=aligned_mtl weighting.scale_mode=median``
     """
 
-    def __init__(self, scale_mode: str = "min", **kwargs: Any) -> None:
+    def __init__(self, scale_mode: ScaleMode | str = "min", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_choice("scale_mode", scale_mode, ("min", "median", "rmse"))
-        self.scale_mode = scale_mode
+        self.scale_mode = choice("scale_mode", scale_mode, ScaleMode)
 
     def aggregate(self, grads: tf.Tensor, losses: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         weights = tf.reduce_sum(self.alignment(gramian(grads)), axis=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
 import keras
@@ -22,6 +23,17 @@ def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
     if value not in allowed:
         choices = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"weighting.{key}={value!r}; choose one of {choices}")
+
+
+def choice(key: str, value: Any, choices: type[StrEnum]) -> str:
+    """The plain string of option ``weighting.<key>``, a choice typed by ``choices``: ``value``
+    is one of its members (as Hydra composes it) or a member's value (as Python callers pass it).
+    Raises ``ValueError`` naming the key and listing the choices otherwise."""
+    try:
+        return choices(value).value
+    except ValueError:
+        check_choice(key, value, [member.value for member in choices])
+        raise
 
 
 def check_range(

@@ -8,11 +8,10 @@ import tensorflow as tf
 
 from mtbench.weighting import LossWeighting
 
-from .common import Adam, check_choice, check_range, options_of, state
-from .options import FAMOConfig
+from .common import Adam, check_range, choice, options_of, state
+from .options import FAMOConfig, FAMOUpdate
 
 EPSILON = 1e-8  # added to every loss before its logarithm, as in the reference code
-UPDATES = ("same_batch", "next_batch")
 
 
 class FAMO(LossWeighting):
@@ -50,16 +49,16 @@ class FAMO(LossWeighting):
         self,
         gamma: float = 0.01,
         weight_lr: float = 0.025,
-        update: str = "same_batch",
+        update: FAMOUpdate | str = "same_batch",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_range("gamma", gamma, 0.0)
         check_range("weight_lr", weight_lr, 0.0, low_open=True)
-        check_choice("update", update, UPDATES)
-        self.gamma, self.weight_lr, self.update = float(gamma), float(weight_lr), update
+        self.gamma, self.weight_lr = float(gamma), float(weight_lr)
+        self.update = choice("update", update, FAMOUpdate)
         # an instance attribute: the trainer reads it from the instance
-        self.needs_losses_after_update = update == "same_batch"
+        self.needs_losses_after_update = self.update == FAMOUpdate.same_batch
 
     def build_state(self, num_tasks: int) -> None:
         self.logits = state(self, "logits", (num_tasks,))

@@ -10,13 +10,13 @@ from mtbench.weighting import GradientWeighting
 
 from .common import (
     SeededStream,
-    check_choice,
     check_range,
     check_seed,
+    choice,
     options_of,
     safe_divide,
 )
-from .options import GradDropConfig
+from .options import GradDropConfig, GradientOf
 
 EPSILON = 1e-7  # in the sign purity's denominator, as in common implementations
 
@@ -43,17 +43,16 @@ class GradDrop(GradientWeighting):
     def __init__(
         self,
         leak: float = 0.0,
-        gradient_of: str = "features",
+        gradient_of: GradientOf | str = "features",
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_range("leak", leak, 0.0, 1.0)
-        check_choice("gradient_of", gradient_of, ("features", "shared_parameters"))
         check_seed(seed)
         self.leak, self.seed = float(leak), seed
         # an instance attribute: the trainer reads it from the instance
-        self.gradient_of = gradient_of
+        self.gradient_of = choice("gradient_of", gradient_of, GradientOf)
 
     def build_state(self, num_tasks: int) -> None:
         self.random = SeededStream(self, self.seed)

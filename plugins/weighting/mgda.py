@@ -8,11 +8,9 @@ import tensorflow as tf
 
 from mtbench.weighting import GradientWeighting
 
-from .common import check_choice, combine, gramian, options_of
-from .options import MGDAConfig
+from .common import check_choice, choice, combine, gramian, options_of
+from .options import MGDAConfig, Normalization
 from .solvers import min_norm_weights
-
-NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
 
 class MGDA(GradientWeighting):
@@ -32,12 +30,15 @@ class MGDA(GradientWeighting):
     """
 
     def __init__(
-        self, upper_bound: bool = False, normalization: str = "none", **kwargs: Any
+        self,
+        upper_bound: bool = False,
+        normalization: Normalization | str = "none",
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_choice("upper_bound", upper_bound, (False, True))
-        check_choice("normalization", normalization, NORMALIZATIONS)
-        self.upper_bound, self.normalization = bool(upper_bound), normalization
+        self.upper_bound = bool(upper_bound)
+        self.normalization = choice("normalization", normalization, Normalization)
         # an instance attribute: the trainer reads it from the instance
         self.gradient_of = "features" if self.upper_bound else "shared_parameters"
 

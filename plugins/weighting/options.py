@@ -4,14 +4,28 @@ Kept apart from the methods, without TensorFlow, so that the command line can ty
 options (a mistyped key or value fails when Hydra composes) without importing any method; the
 method's module is imported when a run builds it. pyproject.toml declares each method
 (``mtbench.plugins``) and its options (``mtbench.configs``).
+
+An option that is a choice is an Enum whose members are named as the values users type, so that
+a wrong value fails when Hydra composes and the message lists the choices. The methods also take
+the values as strings (for Python callers) and hold them as plain strings, which ``get_config``
+returns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 # weighting=aligned_mtl: aligned_mtl.py
+class ScaleMode(StrEnum):
+    """The choices of ``aligned_mtl``'s ``scale_mode`` (:class:`AlignedMTLConfig`)."""
+
+    min = "min"
+    median = "median"
+    rmse = "rmse"
+
+
 @dataclass
 class AlignedMTLConfig:
     """Attributes:
@@ -20,7 +34,7 @@ class AlignedMTLConfig:
         reference code.
     """
 
-    scale_mode: str = "min"
+    scale_mode: ScaleMode = ScaleMode.min
 
 
 # weighting=cagrad: cagrad.py
@@ -150,6 +164,13 @@ class FairGradConfig:
 
 
 # weighting=famo: famo.py
+class FAMOUpdate(StrEnum):
+    """The choices of ``famo``'s ``update`` (:class:`FAMOConfig`)."""
+
+    same_batch = "same_batch"
+    next_batch = "next_batch"
+
+
 @dataclass
 class FAMOConfig:
     """Attributes:
@@ -163,10 +184,17 @@ class FAMOConfig:
 
     gamma: float = 0.01
     weight_lr: float = 0.025
-    update: str = "same_batch"
+    update: FAMOUpdate = FAMOUpdate.same_batch
 
 
 # weighting=graddrop: graddrop.py
+class GradientOf(StrEnum):
+    """The choices of ``graddrop``'s ``gradient_of`` (:class:`GradDropConfig`)."""
+
+    features = "features"
+    shared_parameters = "shared_parameters"
+
+
 @dataclass
 class GradDropConfig:
     """Attributes:
@@ -179,7 +207,7 @@ class GradDropConfig:
     """
 
     leak: float = 0.0
-    gradient_of: str = "features"
+    gradient_of: GradientOf = GradientOf.features
     seed: int | None = None
 
 
@@ -243,6 +271,15 @@ class IMTLLogConfig(IMTLConfig):
 
 
 # weighting=mgda: mgda.py
+#: The choices of ``mgda``'s and ``mgda_log``'s ``normalization`` (:class:`MGDAConfig`); made by
+#: a call because ``loss+`` is not a Python name.
+Normalization = StrEnum(
+    "Normalization",
+    [(value, value) for value in ("none", "l2", "loss", "loss+")],
+    module=__name__,
+)
+
+
 @dataclass
 class MGDAConfig:
     """Attributes:
@@ -255,7 +292,7 @@ class MGDAConfig:
     """
 
     upper_bound: bool = False
-    normalization: str = "none"
+    normalization: Normalization = Normalization.none
 
 
 # weighting=mgda_log: mgda_log.py
@@ -320,6 +357,13 @@ class NashMTLConfig:
 
 
 # weighting=pcgrad: pcgrad.py
+class Reduction(StrEnum):
+    """The choices of ``pcgrad``'s ``reduction`` (:class:`PCGradConfig`)."""
+
+    sum = "sum"
+    mean = "mean"
+
+
 @dataclass
 class PCGradConfig:
     """Attributes:
@@ -327,11 +371,19 @@ class PCGradConfig:
     seed: Seeds the random order of projections; ``null`` derives it from the run's seed.
     """
 
-    reduction: str = "sum"
+    reduction: Reduction = Reduction.sum
     seed: int | None = None
 
 
 # weighting=rlw: rlw.py
+class Distribution(StrEnum):
+    """The choices of ``rlw``'s ``distribution`` (:class:`RandomLossWeightingConfig`)."""
+
+    normal = "normal"
+    uniform = "uniform"
+    dirichlet = "dirichlet"
+
+
 @dataclass
 class RandomLossWeightingConfig:
     """Attributes:
@@ -341,7 +393,7 @@ class RandomLossWeightingConfig:
     seed: Seeds the draws; ``null`` derives it from the run's seed.
     """
 
-    distribution: str = "normal"
+    distribution: Distribution = Distribution.normal
     seed: int | None = None
 
 
@@ -419,6 +471,13 @@ class UPGradConfig:
 
 
 # weighting=uw: uw.py
+class UncertaintyForm(StrEnum):
+    """The choices of ``uw``'s ``form`` (:class:`UncertaintyConfig`)."""
+
+    classification = "classification"
+    regression = "regression"
+
+
 @dataclass
 class UncertaintyConfig:
     """Attributes:
@@ -428,5 +487,5 @@ class UncertaintyConfig:
     init_log_variance: The initial ``s`` of every task (0: every weight starts at 1).
     """
 
-    form: str = "classification"
+    form: UncertaintyForm = UncertaintyForm.classification
     init_log_variance: float = 0.0

@@ -10,14 +10,14 @@ from mtbench.weighting import GradientWeighting
 
 from .common import (
     SeededStream,
-    check_choice,
     check_seed,
+    choice,
     combine,
     gramian,
     options_of,
     safe_divide,
 )
-from .options import PCGradConfig
+from .options import PCGradConfig, Reduction
 
 
 class PCGrad(GradientWeighting):
@@ -36,11 +36,12 @@ class PCGrad(GradientWeighting):
         ``python -m mtbench weighting=pcgrad weighting.seed=0``
     """
 
-    def __init__(self, reduction: str = "sum", seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, reduction: Reduction | str = "sum", seed: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        check_choice("reduction", reduction, ("sum", "mean"))
         check_seed(seed)
-        self.reduction, self.seed = reduction, seed
+        self.reduction, self.seed = choice("reduction", reduction, Reduction), seed
 
     def build_state(self, num_tasks: int) -> None:
         self.random = SeededStream(self, self.seed)

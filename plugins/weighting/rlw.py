@@ -8,10 +8,8 @@ import tensorflow as tf
 
 from mtbench.weighting import LossWeighting
 
-from .common import SeededStream, check_choice, check_seed, options_of
-from .options import RandomLossWeightingConfig
-
-DISTRIBUTIONS = ("normal", "uniform", "dirichlet")
+from .common import SeededStream, check_seed, choice, options_of
+from .options import Distribution, RandomLossWeightingConfig
 
 
 class RandomLossWeighting(LossWeighting):
@@ -27,12 +25,11 @@ class RandomLossWeighting(LossWeighting):
     """
 
     def __init__(
-        self, distribution: str = "normal", seed: int | None = None, **kwargs: Any
+        self, distribution: Distribution | str = "normal", seed: int | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        check_choice("distribution", distribution, DISTRIBUTIONS)
         check_seed(seed)
-        self.distribution = distribution
+        self.distribution = choice("distribution", distribution, Distribution)
         self.seed = seed
 
     def build_state(self, num_tasks: int) -> None:

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from mtbench.weighting import LossWeighting
 
-from .common import check_choice, options_of
-from .options import UncertaintyConfig
+from .common import choice, options_of
+from .options import UncertaintyConfig, UncertaintyForm
 
 
 class UncertaintyWeighting(LossWeighting):
@@ -28,13 +28,15 @@ class UncertaintyWeighting(LossWeighting):
     """
 
     def __init__(
-        self, form: str = "classification", init_log_variance: float = 0.0, **kwargs: Any
+        self,
+        form: UncertaintyForm | str = "classification",
+        init_log_variance: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_choice("form", form, ("classification", "regression"))
-        self.form = form
+        self.form = choice("form", form, UncertaintyForm)
         self.init_log_variance = float(init_log_variance)
-        self._factor = 1.0 if form == "classification" else 0.5
+        self._factor = 1.0 if self.form == UncertaintyForm.classification else 0.5
 
     def build_state(self, num_tasks: int) -> None:
         self.log_variance = self.add_weight(
