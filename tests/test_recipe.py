@@ -85,7 +85,7 @@ def test_label_smoothing_is_the_smoothed_cross_entropy():
         TrainerConfig(), reference_model(), EqualWeights(),
         task_kinds([TaskSpec("fine", 3)], {"label_smoothing": 0.1}), precision="float32", seed=0,
     )  # fmt: skip
-    (share,) = trainer._shares({"fine": (labels, present)}, {"fine": logits})
+    (share,) = trainer.step.task_losses({"fine": (labels, present)}, {"fine": logits})
     assert float(share) == pytest.approx(np.mean(expected), rel=1e-6)
 
 

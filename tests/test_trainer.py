@@ -239,10 +239,10 @@ def _batch(trainer: Trainer, y: dict[str, np.ndarray]):
 def _step(trainer: Trainer, images, labels):
     """One step's losses and {variable path: gradient} (nothing applied)."""
     if trainer.weighting.level == "loss":
-        step = trainer._loss_level(images, labels)
+        step = trainer.step.loss_level(images, labels)
         variables = trainer.model.trainable_variables + trainer.weighting.trainable_variables
     else:
-        step = trainer._combined_gradients(images, labels)
+        step = trainer.step.combined_gradients(images, labels)
         variables = trainer.model.shared_variables + trainer.model.task_variables
     assert bool(step.finite) and not step.bad_task_grads.numpy().any()
     grads = {v.path: g.numpy() for v, g in zip(variables, step.grads, strict=True)}
@@ -272,7 +272,7 @@ def test_a_task_without_labelled_examples_in_the_batch_gets_zero_loss_and_gradie
 
     # b's own loss has a zero gradient everywhere, not NaN
     with tf.GradientTape() as tape:
-        shares = trainer._shares(labels, trainer.model(images, training=True))
+        shares = trainer.step.task_losses(labels, trainer.model(images, training=True))
     b_grads = tape.gradient(shares[1], trainer.model.trainable_variables)
     assert float(shares[1]) == 0.0
     assert all(g is None or not g.numpy().any() for g in b_grads)
@@ -310,7 +310,7 @@ def test_a_task_loss_is_the_mean_over_its_labelled_examples_only():
         "r": tf.constant(r_outputs, tf.float32),
         "b": tf.constant(np.full((5, 5), 4.0), tf.float32),
     }
-    shares = [float(s) for s in trainer._shares(labels, outputs)]
+    shares = [float(s) for s in trainer.step.task_losses(labels, outputs)]
 
     def cross_entropy(logits: np.ndarray, label: int) -> float:
         return float(np.log(np.sum(np.exp(logits))) - logits[label])

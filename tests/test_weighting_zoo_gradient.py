@@ -33,7 +33,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import aggregate, train_tiny, weighting_for
+from helpers import aggregate, weighting_for
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy.optimize import least_squares
@@ -488,9 +488,3 @@ def test_config_file_holds_the_plugin_defaults(name):
     assert OmegaConf.to_container(cfg.weighting) == OmegaConf.to_container(
         OmegaConf.structured(schema)
     )
-
-
-# -------------------------------------------------------------------------- tiny training run
-@pytest.mark.parametrize("name", NAMES)
-def test_each_method_trains_the_joint_model(name):
-    train_tiny({"name": name})  # finite losses, weights, state and variables; the model moved

@@ -17,32 +17,22 @@
 
 Labels come from :meth:`TaskKindSuite.make_labels`; the suite marks some missing itself, with the
 kind's documented sentinel (``-1`` for integer labels, NaN for real ones): whole examples, and
-single elements of array labels. The loss is checked as the trainer uses it: per example, masked
-so that an example none of whose label elements is present counts for nothing.
+single elements of array labels. The loss is checked as the trainer uses it
+(:func:`mtbench.training.losses.masked_task_losses`): per example, masked so that an example none
+of whose label elements is present counts for nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from mtbench.tasks import MISSING_CLASS, Metric, TaskError, TaskKind, TaskSpec, task_kind
 
-__all__ = ["TaskKindSuite", "masked_mean_loss"]
-
-
-def masked_mean_loss(kind: TaskKind, labels: Any, outputs: Any, present: Any) -> Any:
-    """The task's loss over a batch as the trainer computes it: the mean of the per-example loss
-    over the examples with at least one present label element (zero without any)."""
-    import tensorflow as tf
-
-    labelled = tf.reduce_any(tf.reshape(present, [tf.shape(present)[0], -1]), axis=1)
-    loss = kind.loss(labels, outputs, present)
-    loss = tf.where(labelled, loss, tf.zeros_like(loss))
-    return tf.reduce_sum(loss) / tf.maximum(tf.reduce_sum(tf.cast(labelled, tf.float32)), 1.0)
+__all__ = ["TaskKindSuite"]
 
 
 class TaskKindSuite:
@@ -206,6 +196,8 @@ class TaskKindSuite:
     def test_examples_without_labels_get_zero_gradient(self) -> None:
         import tensorflow as tf
 
+        from mtbench.training.losses import masked_task_losses
+
         labels = self.clean_labels()
         kind = self.kind(labels)
         marked, labelled = self.with_missing(kind, labels)
@@ -218,7 +210,9 @@ class TaskKindSuite:
         for out in (outputs, garbage):
             variable = tf.Variable(out)
             with tf.GradientTape() as tape:
-                loss = masked_mean_loss(kind, encoded, variable, present)
+                (loss,) = masked_task_losses(
+                    {kind.name: kind}, {kind.name: (encoded, present)}, {kind.name: variable}
+                )
             grad = tape.gradient(loss, variable).numpy()
             assert np.isfinite(loss.numpy()) and np.isfinite(grad).all()
             assert (grad[~labelled] == 0).all(), "an example without labels got a gradient"

@@ -1,0 +1,318 @@
+"""One replica's training step: the task losses, the weighting method's objective or combined
+gradient, whether everything is finite, and the update.
+
+Each task's loss comes from its head (:func:`~mtbench.training.losses.masked_task_losses`); the
+losses, or each task's gradient, go to the weighting plugin, which returns the objective or the
+combined update (see :mod:`mtbench.weighting`). Under a strategy with several replicas, each
+replica's loss is its share of the global batch mean, the weighting method sees the global losses
+(and, for ``gradient_of="shared_parameters"``, the all-reduced per-task gradients), so the update
+equals the single-device one. (``gradient_of="features"`` methods combine each replica's own
+slice of the batch.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtbench.model import MultiTaskModel
+from mtbench.tasks import TaskKind
+from mtbench.training.losses import masked_task_losses
+from mtbench.weighting import GradientWeighting, LossWeighting, Weighting
+
+
+class Step(NamedTuple):
+    """What one replica's step computed, before the update is applied."""
+
+    grads: list[tf.Tensor]
+    losses: tf.Tensor  # [T] global batch means
+    weights: tf.Tensor  # [T]
+    finite: tf.Tensor  # scalar bool, the same on every replica
+    bad_losses: tf.Tensor  # [T] bool
+    bad_task_grads: tf.Tensor  # [T] bool (gradient-level methods)
+
+
+class _Forward(NamedTuple):
+    features: tf.Tensor
+    losses: list[tf.Tensor]  # each task's share of the global batch mean, on this replica
+    scaled: list[tf.Tensor]  # the same, scaled for float16 loss scaling
+    regularization: tf.Tensor  # this replica's share, scaled
+    heads_objective: tf.Tensor  # sum of the task losses plus regularization, scaled
+
+
+class ReplicaStep:
+    """The computations of one training step on one replica (run by ``strategy.run``).
+
+    Args:
+        model: The model trained.
+        weighting: The weighting method, set up for the tasks of ``kinds``.
+        kinds: The tasks' kinds by name, in the order of the weighting method's tasks.
+        strategy: The ``tf.distribute`` strategy the step runs under.
+        precision: The Keras dtype policy of the model (``mixed_float16`` leaves non-finite
+            gradients to the loss scaler).
+        get_optimizer: Returns the optimizer, once the trainer built it (``None`` before: no
+            loss scaling).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        weighting: Weighting,
+        kinds: Mapping[str, TaskKind],
+        strategy: tf.distribute.Strategy,
+        precision: str,
+        get_optimizer: Callable[[], keras.optimizers.Optimizer | None],
+    ) -> None:
+        self.model = model
+        self.weighting = weighting
+        self.kinds = kinds
+        self.strategy = strategy
+        self.precision = precision
+        self.get_optimizer = get_optimizer
+        self.samples = int(weighting.samples_per_step)
+        if self.samples > 1 and (
+            weighting.gradient_of != "shared_parameters" or weighting.skips_gradients
+        ):
+            raise ValueError(
+                f"{type(weighting).__name__}: samples_per_step > 1 needs gradient_of="
+                "'shared_parameters' and no skipped gradients"
+            )
+
+    # ------------------------------------------------------------------------------ the losses
+    @property
+    def _replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+    def _scale(self, loss: tf.Tensor) -> tf.Tensor:
+        optimizer = self.get_optimizer()
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return optimizer.scale_loss(loss)
+        return loss
+
+    def _loss_scale(self) -> tf.Tensor:
+        optimizer = self.get_optimizer()
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return tf.cast(optimizer.dynamic_scale, tf.float32)
+        return tf.constant(1.0)
+
+    def task_losses(self, labels: dict, outputs: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        """This replica's share of each task's loss (see :func:`masked_task_losses`)."""
+        return masked_task_losses(self.kinds, labels, outputs)
+
+    def _regularization_share(self) -> tf.Tensor:
+        losses = self.model.losses
+        if not losses:
+            return tf.constant(0.0)
+        return tf.add_n([tf.cast(x, tf.float32) for x in losses]) / self._replicas
+
+    def _global(self, shares: Sequence[tf.Tensor] | tf.Tensor) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack(shares))
+
+    def _all_finite(self, tensors: Sequence[tf.Tensor | None]) -> tf.Tensor:
+        checks = [tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None]
+        return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+    def _agree(self, flag: tf.Tensor) -> tf.Tensor:
+        """``flag`` true on every replica."""
+        context = tf.distribute.get_replica_context()
+        failures = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(flag, tf.float32))
+        return failures < 0.5
+
+    # ------------------------------------------------------------------------------- the steps
+    def loss_level(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> Step:
+        """A loss-level method: the gradient of its objective of the global task losses."""
+        weighting = self.weighting
+        assert isinstance(weighting, LossWeighting)
+        variables = self.model.trainable_variables + weighting.trainable_variables
+        with tf.GradientTape() as tape:
+            shares = self.task_losses(labels, self.model(images, training=True))
+            losses = tf.stop_gradient(self._global(shares))
+            # The method's objective at the global losses; its slope turns each replica's
+            # share into exactly its part of the gradient, whatever the method's formula.
+            with tf.GradientTape() as slope_tape:
+                slope_tape.watch(losses)
+                objective, weights = weighting.combine(losses)
+            slopes = tf.stop_gradient(slope_tape.gradient(objective, losses))
+            local = tf.reduce_sum(slopes * tf.stack(shares)) + objective / self._replicas
+            local = self._scale(local + self._regularization_share())
+        grads = tape.gradient(local, variables)
+        return self._result(grads, losses, weights)
+
+    def _result(
+        self,
+        grads: list[tf.Tensor],
+        losses: tf.Tensor,
+        weights: tf.Tensor,
+        bad_task_grads: tf.Tensor | None = None,
+    ) -> Step:
+        """The step's result, with whether every replica found its losses and update finite."""
+        bad_losses = tf.logical_not(tf.math.is_finite(losses))
+        finite = tf.logical_not(tf.reduce_any(bad_losses))
+        if self.precision != "mixed_float16":  # float16 overflow is the loss scaler's business
+            finite = tf.logical_and(finite, self._all_finite(grads))
+        if bad_task_grads is None:
+            bad_task_grads = tf.zeros_like(bad_losses)
+        return Step(
+            grads, losses, tf.cast(weights, tf.float32), self._agree(finite), bad_losses,
+            bad_task_grads,
+        )  # fmt: skip
+
+    def _forward_on_tape(
+        self, tape: tf.GradientTape, images: tf.Tensor, labels: dict[str, tf.Tensor]
+    ) -> _Forward:
+        """The forward pass, recorded on ``tape`` (everything differentiated is computed here)."""
+        with tape:
+            features = self.model.features(images, training=True)
+            shares = self.task_losses(labels, self.model.predict_heads(features, training=True))
+            scaled = [self._scale(share) for share in shares]
+            regularization = self._scale(self._regularization_share())
+            heads_objective = tf.add_n(scaled) + regularization
+        return _Forward(features, shares, scaled, regularization, heads_objective)
+
+    def fixed_weights_now(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> Step:
+        """A step that skips per-task gradients: the method's current weights, fixed."""
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        return self.fixed_weight_gradients(images, labels, weighting.current_weights())
+
+    def combined_gradients(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> Step:
+        """Per-task gradients combined by the method for the backbone; own-loss ones for heads."""
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        shared, heads = self.model.shared_variables, self.model.task_variables
+        scale = self._loss_scale()
+        tape = tf.GradientTape(persistent=True)
+        forward = self._forward_on_tape(tape, images, labels)
+        losses = self._global(forward.losses)
+        head_grads = tape.gradient(forward.heads_objective, heads)
+        features = forward.features
+        if weighting.gradient_of == "features":
+            per_task = (
+                tf.stack(
+                    [
+                        tf.reshape(tf.cast(tape.gradient(s, features), tf.float32), [-1])
+                        for s in forward.scaled
+                    ]
+                )
+                / scale
+            )
+            update, weights = weighting.aggregate(per_task, losses)
+            upstream = tf.cast(tf.reshape(update * scale, tf.shape(features)), features.dtype)
+            shared_grads = _zeros_for_none(
+                tape.gradient(features, shared, output_gradients=upstream), shared
+            )
+        else:
+            local = tf.stack(
+                [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
+            )
+            context = tf.distribute.get_replica_context()
+            per_task = context.all_reduce(tf.distribute.ReduceOp.SUM, local / scale)
+            update, weights = weighting.aggregate(per_task, losses)
+            # every replica holds the same update; the optimizer sums the replicas' copies
+            shared_grads = _unflatten(update * scale / self._replicas, shared)
+        if self.model.losses:
+            extra = tape.gradient(forward.regularization, shared)
+            shared_grads = [
+                g if e is None else g + e for g, e in zip(shared_grads, extra, strict=True)
+            ]
+        del tape
+        bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=1))
+        return self._result(shared_grads + head_grads, losses, weights, bad_task_grads)
+
+    def sampled_gradients(self, images: tuple, labels: tuple) -> Step:
+        """Per-task gradients of the shared parameters on each of ``samples`` batches, combined by
+        the method's ``aggregate_samples``; heads get the mean of their own-loss gradients."""
+        weighting = self.weighting
+        assert isinstance(weighting, GradientWeighting)
+        shared, heads = self.model.shared_variables, self.model.task_variables
+        scale = self._loss_scale()
+        context = tf.distribute.get_replica_context()
+        all_grads, all_losses, head_sum = [], [], None
+        for sample_images, sample_labels in zip(images, labels, strict=True):
+            tape = tf.GradientTape(persistent=True)
+            forward = self._forward_on_tape(tape, sample_images, sample_labels)
+            all_losses.append(self._global(forward.losses))
+            head_grads = _zeros_for_none(tape.gradient(forward.heads_objective, heads), heads)
+            head_sum = (
+                head_grads
+                if head_sum is None
+                else [a + b for a, b in zip(head_sum, head_grads, strict=True)]
+            )
+            local = tf.stack(
+                [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
+            )
+            all_grads.append(context.all_reduce(tf.distribute.ReduceOp.SUM, local / scale))
+            del tape
+        per_task = tf.stack(all_grads)  # [S, T, P]
+        losses_per_sample = tf.stack(all_losses)  # [S, T]
+        update, weights = weighting.aggregate_samples(per_task, losses_per_sample)
+        shared_grads = _unflatten(update * scale / self._replicas, shared)
+        head_grads = [g / float(self.samples) for g in head_sum]
+        losses = tf.reduce_mean(losses_per_sample, axis=0)
+        bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=[0, 2]))
+        return self._result(shared_grads + head_grads, losses, weights, bad_task_grads)
+
+    def fixed_weight_gradients(
+        self, images: tf.Tensor, labels: dict[str, tf.Tensor], weights: tf.Tensor
+    ) -> Step:
+        """The update of :meth:`combined_gradients` for fixed weights: ``sum_t w_t g_t`` for the
+        backbone is the gradient of ``sum_t w_t L_t``, one backward pass."""
+        shared, heads = self.model.shared_variables, self.model.task_variables
+        weights = tf.stop_gradient(tf.cast(weights, tf.float32))
+        tape = tf.GradientTape(persistent=True)
+        forward = self._forward_on_tape(tape, images, labels)
+        with tape:
+            backbone_objective = tf.reduce_sum(weights * tf.stack(forward.scaled))
+            backbone_objective += forward.regularization
+        shared_grads = _zeros_for_none(tape.gradient(backbone_objective, shared), shared)
+        head_grads = tape.gradient(forward.heads_objective, heads)
+        del tape
+        losses = self._global(forward.losses)
+        return self._result(shared_grads + head_grads, losses, weights)
+
+    # ------------------------------------------------------------------------------ the update
+    def apply(self, grads: list[tf.Tensor], images: tf.Tensor, labels: dict, losses: tf.Tensor):
+        """Apply the update (per replica); give methods that ask the losses after it."""
+        optimizer = self.get_optimizer()
+        assert optimizer is not None
+        optimizer.apply(grads, self.updated_variables())
+        weighting = self.weighting
+        if isinstance(weighting, LossWeighting) and weighting.needs_losses_after_update:
+            after = self._global(self.task_losses(labels, self.model(images, training=False)))
+            weighting.after_update(losses, after)
+
+    def updated_variables(self) -> list[keras.Variable]:
+        """The variables the optimizer updates, in the order of a step's ``grads``."""
+        if self.weighting.level == "loss":
+            return self.model.trainable_variables + self.weighting.trainable_variables
+        return self.model.shared_variables + self.model.task_variables
+
+
+def _flatten(tensors: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]) -> tf.Tensor:
+    """One float32 vector of gradients; a variable that a loss does not reach contributes zeros."""
+    return tf.concat(
+        [
+            tf.zeros([int(np.prod(v.shape))])
+            if t is None
+            else tf.reshape(tf.cast(t, tf.float32), [-1])
+            for t, v in zip(tensors, like, strict=True)
+        ],
+        axis=0,
+    )
+
+
+def _zeros_for_none(grads: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]) -> list:
+    return [
+        tf.zeros(v.shape, tf.float32) if g is None else g for g, v in zip(grads, like, strict=True)
+    ]
+
+
+def _unflatten(flat: tf.Tensor, like: Sequence[keras.Variable]) -> list[tf.Tensor]:
+    sizes = [int(np.prod(v.shape)) for v in like]
+    parts = tf.split(flat, sizes)
+    return [tf.cast(tf.reshape(p, v.shape), v.dtype) for p, v in zip(parts, like, strict=True)]
