@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import fake_distribution, run_mtbench
 
+#: slow: these run whole benchmarks in subprocesses; `python -m pytest -m slow`
+pytestmark = pytest.mark.slow
+
 SUM_OF_GRADIENTS = """
     import tensorflow as tf
 

@@ -164,6 +164,7 @@ def test_source_fingerprint_follows_the_code_not_the_docs(tmp_path, monkeypatch)
     assert source_fingerprint([Layer, Benchmark]) not in (first, changed)  # mtbench counts too
 
 
+@pytest.mark.slow  # whole benchmarks in subprocesses; opt in with -m slow
 def test_baseline_cache_trains_each_single_task_run_once(npz_root, tmp_path):
     prepare()
     base = [

@@ -896,6 +896,7 @@ def _check_job_dirs(sweep: Path, jobs: int, runs: list[str]) -> list[dict]:
     return results
 
 
+@pytest.mark.slow  # whole benchmarks in subprocesses; opt in with -m slow
 def test_multirun_writes_the_leaderboard_into_the_sweep_dir(npz_root, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_mtbench(
@@ -923,6 +924,7 @@ def test_multirun_writes_the_leaderboard_into_the_sweep_dir(npz_root, tmp_path):
     importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
     reason="hydra-joblib-launcher is not installed (pip install hydra-joblib-launcher)",
 )
+@pytest.mark.slow  # whole benchmarks in subprocesses; opt in with -m slow
 def test_parallel_joblib_multirun_loses_no_result(npz_root, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_mtbench(

@@ -57,6 +57,7 @@ def _benchmark(npz_root, tmp_path, *extra: str) -> dict:
 
 
 @pytest.mark.parametrize("weighting", ["ew", "pcgrad"])
+@pytest.mark.slow  # whole benchmarks in subprocesses; opt in with -m slow
 def test_mixed_float16_trains_with_loss_scaling(npz_root, tmp_path, weighting):
     """Loss-level and gradient-level methods under float16 loss scaling: finite, falling losses
     and the precision recorded."""

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import run_mtbench
 
+#: slow: these run whole benchmarks in subprocesses; `python -m pytest -m slow`
+pytestmark = pytest.mark.slow
+
 TINY = [
     "+experiment=cifar100_mtl",
     "dataset.val_size=100",

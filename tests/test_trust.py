@@ -289,6 +289,7 @@ def test_a_mistyped_key_lists_the_valid_keys(tmp_path):
     assert not list(tmp_path.glob("outputs/*/*"))  # composition failed: no run directory
 
 
+@pytest.mark.slow  # whole benchmarks in subprocesses; opt in with -m slow
 def test_resume_continues_in_the_resumed_directory_with_one_log(npz_root, tmp_path):
     args = ["+experiment=cifar100_mtl", f"dataset.root={npz_root}", *TINY]
     args += ["benchmark.single_task=false", "benchmark.cost_rounds=0"]
