@@ -25,11 +25,18 @@ TINY = [
 ]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C raises KeyboardInterrupt, also when the tests themselves run as a
+    background job of a non-interactive shell (which starts its jobs with SIGINT ignored, and a
+    Python started with SIGINT ignored keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(
         [sys.executable, "-m", "mtbench", *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )  # fmt: skip
 
 
