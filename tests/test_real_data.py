@@ -20,7 +20,7 @@ def test_reference_experiment_on_a_real_subset(real_root, tmp_path):
         assert runs[name]["test"][task]["accuracy"] > 3 * chance
         assert runs["joint"]["test"][task]["accuracy"] > 3 * chance
     assert results["comparison"]["delta_m_percent"] is not None
-    assert runs["joint"]["timing"]["images_per_second"] > 0
+    assert runs["joint"]["timing"]["examples_per_second"] > 0
 
 
 @pytest.mark.realdata
