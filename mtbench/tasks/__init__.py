@@ -186,6 +186,17 @@ def task_kind(spec: TaskSpec, defaults: Mapping[str, Any] | None = None) -> Task
     return kind
 
 
+def check_class_range(task: str, labels: np.ndarray, num_classes: int, split: str) -> None:
+    """Refuse integer labels outside ``0 .. num_classes - 1`` (the missing sentinel aside)."""
+    present = labels[labels != MISSING_CLASS]
+    if present.size and (present.min() < 0 or present.max() >= num_classes):
+        raise TaskError(
+            f"task '{task}': {split} labels range over [{present.min()}, {present.max()}], the "
+            f"task has {num_classes} classes (0..{num_classes - 1}; {MISSING_CLASS} marks a "
+            "missing label)"
+        )
+
+
 def task_kinds(
     specs: Sequence[TaskSpec], defaults: Mapping[str, Any] | None = None
 ) -> list[TaskKind]:

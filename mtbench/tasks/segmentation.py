@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mtbench.tasks import MISSING_CLASS, Metric, TaskError, TaskKind, TaskSpec
+from mtbench.tasks import MISSING_CLASS, Metric, TaskError, TaskKind, TaskSpec, check_class_range
 
 
 @dataclass
@@ -46,12 +46,7 @@ class Segmentation(TaskKind):
 
     def check_labels(self, labels: np.ndarray, split: str) -> None:
         super().check_labels(labels, split)
-        present = labels[labels != MISSING_CLASS]
-        if present.size and (present.min() < 0 or present.max() >= self.num_classes):
-            raise TaskError(
-                f"task '{self.name}': {split} labels range over [{present.min()}, "
-                f"{present.max()}], the task has {self.num_classes} classes"
-            )
+        check_class_range(self.name, labels, self.num_classes, split)
 
     def evaluate(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         labels = np.asarray(labels)
