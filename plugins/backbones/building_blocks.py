@@ -96,6 +96,16 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+def build_in_sequence(layers: Any, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """Build ``layers`` one after another, each on the output shape of the one before (what a
+    ``keras.Sequential`` does); return the last output shape."""
+    shape = input_shape
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
 def conv(
     filters: int, kernel_size: int = 3, strides: int = 1, name: str | None = None, dtype: Any = None
 ) -> keras.layers.Conv2D:

@@ -8,6 +8,8 @@ from typing import Any
 
 import keras
 
+from .building_blocks import build_in_sequence
+
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class MLPBackbone(keras.layers.Layer):
@@ -58,10 +60,7 @@ class MLPBackbone(keras.layers.Layer):
                 )
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        shape = input_shape
-        for layer in self.stack:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_in_sequence(self.stack, input_shape)
         self.built = True
 
     def call(self, inputs: Any, training: bool = False) -> Any:
