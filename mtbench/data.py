@@ -178,7 +178,7 @@ def holdout_splits(
     test: Split,
     *,
     tasks: Sequence[TaskSpec],
-    stratify_by: str,
+    stratify_by: str | np.ndarray,
     val_size: int,
     train_limit: int | None,
     seed: int,
@@ -191,7 +191,9 @@ def holdout_splits(
     Args:
         train: The official training set.
         test: The official test set (left untouched).
-        stratify_by: The task whose classes keep their proportions in both splits.
+        stratify_by: The task whose classes keep their proportions in both splits, or one class
+            per training example (``[N]`` integers) when no single task labels every example
+            (e.g. CIFAR-100's fine class for the 20 five-way tasks of ``cifar100_tasks``).
         val_size: Examples held out for validation (taken before ``train_limit`` applies).
         train_limit: If set, train on a stratified subset of this many of the remaining examples.
         seed: Seeds both the held-out split and the subset.
@@ -210,7 +212,11 @@ def holdout_splits(
             f"{val_key}={val_size} leaves no training data: the training set has "
             f"{len(train)} examples. Choose {val_key} below {len(train)}."
         )
-    labels = train.y[stratify_by]
+    labels = train.y[stratify_by] if isinstance(stratify_by, str) else np.asarray(stratify_by)
+    if len(labels) != len(train):
+        raise DatasetError(
+            f"stratify_by holds {len(labels)} classes for {len(train)} training examples"
+        )
     val_idx, train_idx = stratified_split(labels, val_size, seed)
     if train_limit is not None:
         if not 0 < train_limit <= len(train_idx):

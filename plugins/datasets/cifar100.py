@@ -43,11 +43,13 @@ class Cifar100:
         ['fine', 'coarse']
     """
 
+    config_class: type[Cifar100Config] = Cifar100Config
+
     def __init__(self, **options: Any) -> None:
         augment = options.pop("augment", None)
         if isinstance(augment, dict):
             augment = AugmentOptions(**augment)
-        config = Cifar100Config(**options, augment=augment or AugmentOptions())
+        config = self.config_class(**options, augment=augment or AugmentOptions())
         self.config = config
         self.root = Path(config.root).expanduser()
         self.download = config.download
@@ -68,9 +70,7 @@ class Cifar100:
             eval_flip=config.eval_flip,
         )
 
-    def load(self) -> DatasetSplits:
-        raw = self.read()
-        raw.validate()
+    def _warn_unofficial_sizes(self, raw: RawCifar100) -> None:
         if not raw.has_official_sizes:
             log.warning(
                 "%s holds %d train and %d test images, not the official %d and %d",
@@ -80,6 +80,11 @@ class Cifar100:
                 TRAIN_SIZE,
                 TEST_SIZE,
             )
+
+    def load(self) -> DatasetSplits:
+        raw = self.read()
+        raw.validate()
+        self._warn_unofficial_sizes(raw)
         tasks = (
             TaskSpec("fine", NUM_FINE, raw.fine_names),
             TaskSpec("coarse", NUM_COARSE, raw.coarse_names),

@@ -60,3 +60,9 @@ class Cifar100Config:
     normalize: bool = False
     augment: AugmentOptions = field(default_factory=AugmentOptions)
     eval_flip: bool = False
+
+
+@dataclass
+class Cifar100TasksConfig(Cifar100Config):
+    """Options of the ``cifar100_tasks`` dataset: the same files, options and defaults as
+    ``cifar100`` (its ``root`` is the same folder), 20 five-way tasks instead of two."""
