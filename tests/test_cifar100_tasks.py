@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +94,8 @@ def test_bad_options_are_refused_with_the_option_name(npz_root):
 
 
 @pytest.mark.realdata
-def test_real_cifar100_tasks_have_2250_training_images_each():
-    root = Path(os.environ.get("MTBENCH_DATA_DIR", "/nonexistent")) / "cifar100"
-    if not (root / "cifar100.npz").is_file() and not (root / "cifar-100-python").is_dir():
-        pytest.skip(f"real CIFAR-100 not found in {root} (set MTBENCH_DATA_DIR)")
-    splits = Cifar100Tasks(root=str(root), download=False).load()
+def test_real_cifar100_tasks_have_2250_training_images_each(real_root):
+    splits = Cifar100Tasks(root=str(real_root), download=False).load()
     names = [t.name for t in splits.tasks]
     train = _labels_matrix(splits.train, names)
     assert ((train != MISSING_CLASS).sum(axis=0) == 2250).all()

@@ -360,6 +360,12 @@ class TestCifar100(DatasetSuite):
         assert isinstance(self.load(dataset_config).inputs, ImageInputs)
 
 
+class TestCifar100Tasks(DatasetSuite):
+    @pytest.fixture
+    def dataset_config(self, npz_root):
+        return {"name": "cifar100_tasks", "root": str(npz_root), "download": False, "val_size": 200}
+
+
 # ------------------------------------------------------------------------------------ backbones
 IMAGE = ArraySpec((8, 8, 3))  # what reaches an image backbone: scaled pixels
 

@@ -1,10 +1,12 @@
 """The cost of each weighting method: one training step of the joint model, measured against ``ew``.
 
 The model is the reference one (``seed_cnn`` backbone, ``dense`` heads for CIFAR-100's fine (100)
-and coarse (20) tasks; or, with ``tasks=20``, twenty five-way heads as in CIFAR-100 split into 20
-tasks, every example labelled for every task) under mixed bfloat16, trained by the mtbench trainer
-(Adam, its defaults) on a fixed batch of 128 random uint8 32x32x3 images held in memory, so that
-only the step itself is timed: the forward and backward passes, the method and the update. No XLA.
+and coarse (20) tasks; or, with ``tasks=20``, the twenty five-way heads of ``cifar100_tasks``, each
+example labelled for its superclass's task only, as that dataset gives its batches) under mixed
+bfloat16, trained by the mtbench trainer (Adam, its defaults) on a fixed batch of 128 uint8
+32x32x3 images held in memory, so that only the step itself is timed: the forward and backward
+passes, the method and the update. No XLA. The images are random (the cost does not depend on
+pixel values) and the fine classes drawn uniformly.
 
 Every method's step is compiled (and run a few times) first; then each round runs ``per_round``
 steps of every method in turn, in an order rotated from round to round, and records seconds per
@@ -38,6 +40,7 @@ from mtbench.inputs import ImagePreprocessing  # noqa: E402
 from mtbench.model import MultiTaskModel, build_model  # noqa: E402
 from mtbench.tasks import TaskSpec, task_kinds  # noqa: E402
 from mtbench.trainer import Trainer  # noqa: E402
+from mtbench_plugins.datasets.cifar100_tasks import task_labels  # noqa: E402
 
 # Until pyproject.toml declares them as entry points, importing a module registers its plugins.
 for _module in (
@@ -50,8 +53,12 @@ TASKS = (TaskSpec("fine", 100), TaskSpec("coarse", 20))
 
 
 def task_specs(count: int = 2) -> tuple[TaskSpec, ...]:
-    """The reference fine/coarse pair, or ``count`` five-way tasks."""
-    return TASKS if count == 2 else tuple(TaskSpec(f"t{i:02d}", 5) for i in range(count))
+    """The reference fine/coarse pair, or the twenty five-way tasks of ``cifar100_tasks``."""
+    if count == 2:
+        return TASKS
+    if count != 20:
+        raise SystemExit(f"tasks: 2 (fine, coarse) or 20 (cifar100_tasks), not {count}")
+    return tuple(TaskSpec(f"superclass_{t:02d}", 5) for t in range(count))
 
 
 BATCH_SIZE = 128
@@ -116,6 +123,9 @@ def _model(tasks: Sequence[TaskSpec]) -> MultiTaskModel:
 def _batch(tasks: Sequence[TaskSpec]) -> Split:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(BATCH_SIZE, 32, 32, 3), dtype=np.uint8)
+    if len(tasks) == 20:  # cifar100_tasks: one task labelled per image, -1 for the others
+        labels = task_labels(rng.integers(0, 100, BATCH_SIZE))
+        return Split(images, {t.name: labels[:, i] for i, t in enumerate(tasks)})
     return Split(images, {t.name: rng.integers(0, t.num_classes, BATCH_SIZE) for t in tasks})
 
 
@@ -139,8 +149,11 @@ def build_step(config: dict[str, Any], warmup: int = 3, tasks: int = 2) -> Calla
             {t: np.concatenate([y] * samples) for t, y in batch.y.items()},
         )
     )
-    # every example labelled for every task: (labels, present) as the pipeline gives them
-    labels = {t: (tf.constant(y, tf.int64), tf.ones([len(y)], tf.bool)) for t, y in batch.y.items()}
+    # (labels, present) as the pipeline gives them
+    labels = {
+        t: (tf.constant(np.maximum(y, 0), tf.int64), tf.constant(y >= 0))
+        for t, y in batch.y.items()
+    }
     dataset = tf.data.Dataset.from_tensors((tf.constant(batch.x), labels)).repeat()
     iterator = iter(dataset)
 
@@ -199,7 +212,8 @@ def machine_note(rounds: int, per_round: int, tasks: int = 2) -> str:
     devices = ", ".join(d.device_type for d in tf.config.list_physical_devices())
     return (
         f"One training step of seed_cnn + dense heads "
-        f"({'fine, coarse' if tasks == 2 else f'{tasks} five-way tasks'}), batch {BATCH_SIZE}, "
+        f"({'fine, coarse' if tasks == 2 else 'cifar100_tasks: 20 five-way tasks'}), "
+        f"batch {BATCH_SIZE}, "
         f"{PRECISION}, Adam, no XLA; TensorFlow {tf.__version__}, devices {devices}, CPU "
         f"{cpu_name()} ({os.cpu_count()} cores visible). {rounds} rounds x {per_round} steps "
         "per method, interleaved; ratio = median over rounds of (method / ew in the same round)."

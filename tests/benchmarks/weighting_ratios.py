@@ -6,7 +6,7 @@ pytest-benchmark JSON file.
 
 Usage:
     python tests/benchmarks/weighting_ratios.py [--rounds 10] [--per-round 3] [--methods pcgrad]
-    python tests/benchmarks/weighting_ratios.py --tasks 20     # twenty five-way tasks
+    python tests/benchmarks/weighting_ratios.py --tasks 20     # cifar100_tasks' 20 tasks
     python -m pytest tests/benchmarks --benchmark-only --benchmark-json cost.json
     python tests/benchmarks/weighting_ratios.py --from-json cost.json
 """
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=3)
     parser.add_argument("--methods", nargs="*", help="labels to time (default: all); ew always")
     parser.add_argument("--from-json", type=Path, help="a pytest-benchmark JSON file instead")
-    parser.add_argument("--tasks", type=int, default=2, help="2 (fine, coarse) or N five-way")
+    parser.add_argument(
+        "--tasks", type=int, default=2, help="2 (fine, coarse) or 20 (cifar100_tasks)"
+    )
     args = parser.parse_args()
     if args.from_json:
         print(from_json(args.from_json))
