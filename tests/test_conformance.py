@@ -395,6 +395,28 @@ class TestWideResNet(BackboneSuite):
     inputs = IMAGE
 
 
+# What reaches a molecule backbone: padded atoms (z = 0 and mask False in padded slots is what
+# the qm9 dataset gives; random masks here check that only the mask decides).
+MOLECULE = {
+    "z": ArraySpec((8,), "int32", 1, 10),
+    "r": ArraySpec((8, 3), low=-2.0, high=2.0),
+    "mask": ArraySpec((8,), "bool"),
+}
+
+
+class TestSchNet(BackboneSuite):
+    config = {"name": "schnet", "hidden": 8, "filters": 6, "interactions": 2, "rbf": 7,
+              "cutoff": 4.0, "readout": "sum_mean"}  # fmt: skip
+    inputs = MOLECULE
+
+
+class TestDescriptorMLP(BackboneSuite):
+    config = {"name": "descriptor_mlp", "bins": 6, "max_distance": 4.0, "hidden_units": [8],
+              "dropout": 0.5}  # fmt: skip
+    inputs = MOLECULE
+    batch_size = 4  # a few molecules: with dropout, a batch of two can leave no unit active
+
+
 # ---------------------------------------------------------------------------------------- heads
 # The suite's default classification and regression tasks, and a class map (outputs reshaped).
 _TASKS = (*HeadSuite.tasks, TaskSpec("mask", 3, kind="segmentation", label_shape=(2, 2)))

@@ -84,3 +84,55 @@ class WideResNetConfig:
     depth: int = 16
     widen_factor: int = 4
     dropout: float = 0.0
+
+
+# backbone=schnet: schnet.py
+class Readout(StrEnum):
+    """The choices of ``schnet``'s ``readout`` (:class:`SchNetConfig`)."""
+
+    sum = "sum"
+    mean = "mean"
+    sum_mean = "sum_mean"
+
+
+@dataclass
+class SchNetConfig:
+    """Options of the ``schnet`` backbone (padded molecules ``{"z", "r", "mask"}``).
+
+    Attributes:
+        hidden: Atom features; the output has as many (twice as many for ``sum_mean``).
+        filters: Channels of the continuous filters.
+        interactions: Interaction blocks.
+        rbf: Gaussian radial basis functions of the distance, centred evenly on [0, cutoff].
+        cutoff: Distance in Angstrom beyond which atoms do not interact (cosine cutoff).
+        readout: ``sum``, ``mean`` or ``sum_mean`` (both, concatenated) of the atoms' features.
+    """
+
+    hidden: int = 64
+    filters: int = 64
+    interactions: int = 3
+    rbf: int = 50
+    cutoff: float = 10.0
+    readout: Readout = Readout.sum
+
+
+# backbone=descriptor_mlp: descriptor_mlp.py
+@dataclass
+class DescriptorMLPConfig:
+    """Options of the ``descriptor_mlp`` backbone (padded molecules ``{"z", "r", "mask"}``).
+
+    Attributes:
+        elements: Atomic numbers described (other atoms are left out).
+        bins: Distance bins per pair of elements.
+        max_distance: Centre of the last distance bin, in Angstrom.
+        hidden_units: Sizes of the MLP's dense layers; the last is the feature size.
+        activation: Keras activation of every dense layer.
+        dropout: Dropout rate after each dense layer (0: none).
+    """
+
+    elements: list[int] = field(default_factory=lambda: [1, 6, 7, 8, 9])
+    bins: int = 32
+    max_distance: float = 8.0
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128])
+    activation: str = "relu"
+    dropout: float = 0.0
