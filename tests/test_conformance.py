@@ -74,6 +74,14 @@ class TestEW(_Loss, PermutationInvariant, MeanWhenAgreeing):
     agreeing_per_task = True  # the sum of the losses
 
 
+class TestAutoLambda(_Loss, PermutationInvariant, MeanWhenAgreeing):
+    # the suite calls `combine` only: the meta update (look-ahead on a meta batch) is checked
+    # against the reference in tests/test_weighting_auto_lambda.py
+    config = {"name": "auto_lambda"}
+    agreeing_scale = 0.1  # init_weight
+    agreeing_per_task = True
+
+
 class TestStatic(_Loss, PermutationInvariant):
     config = {"name": "static", "weights": {"task1": 0.5}}  # weights follow the task names
 

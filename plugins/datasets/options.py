@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .cifar100_formats import MD5, URL
+from .idx_formats import FASHION_MNIST, MNIST
 
 
 @dataclass
@@ -66,3 +67,53 @@ class Cifar100Config:
 class Cifar100TasksConfig(Cifar100Config):
     """Options of the ``cifar100_tasks`` dataset: the same files, options and defaults as
     ``cifar100`` (its ``root`` is the same folder), 20 five-way tasks instead of two."""
+
+
+@dataclass
+class MultiFashionConfig:
+    """Options of the ``multifashion`` dataset (pairs of overlapping Fashion-MNIST items).
+
+    Attributes:
+        root: Folder holding Fashion-MNIST's four official files (``*-idx*-ubyte.gz``, or the
+            same files uncompressed). Missing archives are downloaded here.
+        download: Download the official archives that are not found under ``root``.
+        url: The folder the archives are downloaded from.
+        verify: Check every file against the official md5 of its archive or of its decompressed
+            content (``false``: for deliberately different data in the same format).
+        train_size: Training pairs, made from the official training images not held out.
+        val_size: Validation pairs, made from training images held out for them: as large a share
+            of the official training images as val_size is of train_size + val_size, stratified
+            by class, so that no image appears in both splits.
+        test_size: Test pairs, made from the official test images.
+        train_limit: Train on a subset of this many training pairs, stratified by the ``left``
+            class (``null``: all).
+        split_seed: Seeds which images are held out, the training and validation pairs, and the
+            subset. It is kept apart from the training seed so that every seed of a sweep is
+            validated and tested on the same pairs.
+        test_seed: Seeds the test pairs (kept apart from split_seed, so that the test pairs stay
+            the same when the validation split changes).
+    """
+
+    root: str = field(
+        default="${oc.env:MTBENCH_DATA_DIR,'~/.cache/mtbench'}/fashion_mnist", metadata=LOCATION
+    )
+    download: bool = field(default=True, metadata=LOCATION)
+    url: str = field(default=FASHION_MNIST.url, metadata=LOCATION)
+    verify: bool = True
+    train_size: int = 120_000
+    val_size: int = 10_000
+    test_size: int = 20_000
+    train_limit: int | None = None
+    split_seed: int = 0
+    test_seed: int = 0
+
+
+@dataclass
+class MultiMnistConfig(MultiFashionConfig):
+    """Options of the ``multimnist`` dataset: those of ``multifashion``, for MNIST's four files
+    (``root`` defaults to the ``mnist`` folder, ``url`` to a mirror of the official archives)."""
+
+    root: str = field(
+        default="${oc.env:MTBENCH_DATA_DIR,'~/.cache/mtbench'}/mnist", metadata=LOCATION
+    )
+    url: str = field(default=MNIST.url, metadata=LOCATION)
