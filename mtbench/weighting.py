@@ -22,6 +22,15 @@ it needs.
   gets every batch's per-task gradients ``[S, T, P]`` and losses ``[S, T]``, the heads get the
   mean over the ``S`` batches of their own task's gradient, and an epoch of ``N`` batches makes
   ``N // S`` updates (each step costs ``S`` times a one-batch gradient method's).
+- A method that learns its weights from a look-ahead on a second batch (the bilevel
+  optimisation of Auto-Lambda) sets ``needs_meta_batch = True`` and implements
+  :meth:`~Weighting.meta_update`. Each step then also draws a *meta batch* from the training
+  split, in an independent order (never from the validation split, which chooses the best
+  epoch), and before the method's usual call the trainer calls ``meta_update`` with a
+  :class:`LookAhead`: the step's training and meta batches, the model's parameters, the task
+  losses and gradients at any parameter values and the next step of the model's optimizer. The
+  method updates its own state from them; it never sees the model, the optimizer or the
+  trainer.
 
 All tensors are float32 whatever the training precision. Calls happen inside the compiled
 training step, so use TensorFlow operations, not Python branching on tensor values.
@@ -29,12 +38,73 @@ training step, so use TensorFlow operations, not Python branching on tensor valu
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+#: The batches of a training step a :class:`LookAhead` evaluates: the one the update is computed
+#: on, and the meta batch (drawn from the training split in an independent order).
+BatchName = Literal["train", "meta"]
+
+
+class LookAhead(ABC):
+    """What a method with ``needs_meta_batch`` may compute in a training step (the trainer builds
+    one per step and passes it to :meth:`Weighting.meta_update`).
+
+    *Parameters* are the model's trainable variables, in the order of
+    ``model.trainable_variables``, as a list of float32 tensors; functions that take
+    ``parameters`` evaluate the model there instead of at its current values, in training mode
+    (dropout active, batch statistics normalised by the batch) but without any side effect: the
+    model's variables, its moving statistics and the optimizer's state stay as they are. Every
+    value returned is global (the whole batch, all replicas) and the same on every replica, so
+    a method that updates its state from them updates every replica's copy alike.
+
+    Each call of :meth:`losses` is one forward pass of the batch; each call of :meth:`gradient`
+    a forward and a backward pass: a method's documentation should say how many it makes.
+    """
+
+    @property
+    @abstractmethod
+    def learning_rate(self) -> tf.Tensor:
+        """The model optimizer's learning rate for the coming update (a float32 scalar)."""
+
+    @abstractmethod
+    def parameters(self) -> list[tf.Tensor]:
+        """The model's current parameters."""
+
+    @abstractmethod
+    def losses(self, batch: BatchName, parameters: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+        """Each task's loss ``[T]`` on ``batch`` (``"train"`` or ``"meta"``), at ``parameters``
+        (default: the current ones)."""
+
+    @abstractmethod
+    def gradient(
+        self,
+        batch: BatchName,
+        weights: tf.Tensor,
+        parameters: Sequence[tf.Tensor] | None = None,
+        *,
+        regularization: bool = False,
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """``(losses [T], gradient)`` of ``sum_t weights[t] L_t`` on ``batch`` with respect to
+        the parameters, at ``parameters`` (default: the current ones); with ``regularization``
+        the model's regularization losses are added to the objective, as the update adds
+        them. A parameter the objective does not reach gets a zero gradient."""
+
+    @abstractmethod
+    def virtual_step(self, gradient: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        """The parameters the model's optimizer would produce from the current ones with
+        ``gradient`` (e.g. from :meth:`gradient` on ``"train"``), without changing anything.
+
+        SGD: its next step exactly (the momentum it holds, Nesterov, its decoupled weight
+        decay). Adam and AdamW: a plain gradient step with their learning rate and decoupled
+        weight decay, ``theta (1 - lr wd) - lr g`` (a look-ahead through Adam's moments is not
+        what the bilevel methods differentiate).
+        """
 
 
 class Weighting(keras.layers.Layer):
@@ -43,6 +113,8 @@ class Weighting(keras.layers.Layer):
     level: ClassVar[Literal["loss", "gradient"]]
     #: batches drawn per update (more than one only for gradient methods with aggregate_samples)
     samples_per_step: ClassVar[int] = 1
+    #: whether each step also draws a meta batch and calls :meth:`meta_update` first
+    needs_meta_batch: ClassVar[bool] = False
 
     def __init__(self, **kwargs: object) -> None:
         kwargs.setdefault("dtype", "float32")  # weights are never computed in low precision
@@ -63,6 +135,17 @@ class Weighting(keras.layers.Layer):
 
     def on_epoch_end(self, epoch: int, mean_losses: np.ndarray) -> None:
         """Called between epochs (eagerly) with each task's mean training loss of that epoch."""
+
+    def meta_update(self, look_ahead: LookAhead) -> None:
+        """With ``needs_meta_batch``: called in every training step before the method's usual
+        call (``combine`` or ``aggregate``) on the same training batch, to update the method's
+        state (non-trainable weights created in :meth:`build_state`, so that checkpoints hold
+        them) from what ``look_ahead`` computes. Inside the compiled step: TensorFlow
+        operations only.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} sets needs_meta_batch but does not implement meta_update"
+        )
 
     @property
     def num_tasks(self) -> int:

@@ -3,6 +3,11 @@ device, and the prediction function.
 
 The training call stops early once a step failed (a non-finite loss or update that is not
 skipped); the update of a step that is not finite on every replica is not applied.
+
+For a method with ``needs_meta_batch`` the iterator yields ``(batch, meta batch)`` pairs
+(:class:`~mtbench.pipeline.EpochBatches` with ``meta_batches``); each step first runs the
+method's :meth:`~mtbench.weighting.Weighting.meta_update` on both, then the usual step on the
+training batch.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ def train_function(
                 counters.bad_losses.assign(first.bad_losses)
                 counters.bad_grads.assign(first.bad_task_grads)
 
-    def one_step(images: tf.Tensor, labels: dict[str, tf.Tensor]) -> None:
+    def one_step(images: tf.Tensor, labels: dict[str, tf.Tensor], meta: tuple = ()) -> None:
+        if meta:
+            strategy.run(replica_step.meta_update, args=(images, labels, *meta))
         if isinstance(weighting, GradientWeighting) and weighting.skips_gradients:
             # decided across replicas, so that each branch may all-reduce inside
             needed = _first_replica(strategy, strategy.run(weighting.gradients_needed))
@@ -72,7 +79,10 @@ def train_function(
         for _ in tf.range(steps):
             if counters.failed:
                 break
-            if samples == 1:
+            if weighting.needs_meta_batch:
+                (images, labels), meta = next(iterator)
+                one_step(images, labels, meta)
+            elif samples == 1:
                 images, labels = next(iterator)
                 one_step(images, labels)
             else:  # several independent batches for one update

@@ -8,12 +8,17 @@ replica's loss is its share of the global batch mean, the weighting method sees 
 (and, for ``gradient_of="shared_parameters"``, the all-reduced per-task gradients), so the update
 equals the single-device one. (``gradient_of="features"`` methods combine each replica's own
 slice of the batch.)
+
+A method with ``needs_meta_batch`` gets a :class:`ReplicaLookAhead` first
+(:meth:`ReplicaStep.meta_update`): it evaluates the model at any parameter values with Keras's
+``stateless_call``, so that look-ahead passes change no variable (no moving statistics either),
+and all-reduces its losses and gradients like the step does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -22,7 +27,7 @@ import tensorflow as tf
 from mtbench.model import MultiTaskModel
 from mtbench.tasks import TaskKind
 from mtbench.training.losses import masked_task_losses
-from mtbench.weighting import GradientWeighting, LossWeighting, Weighting
+from mtbench.weighting import BatchName, GradientWeighting, LookAhead, LossWeighting, Weighting
 
 
 class Step(NamedTuple):
@@ -74,12 +79,19 @@ class ReplicaStep:
         self.precision = precision
         self.get_optimizer = get_optimizer
         self.samples = int(weighting.samples_per_step)
+        if self.samples > 1 and weighting.needs_meta_batch:
+            raise ValueError(
+                f"{type(weighting).__name__}: a method draws either several batches per update "
+                "(samples_per_step > 1) or a meta batch (needs_meta_batch), not both"
+            )
         if self.samples > 1 and (
-            weighting.gradient_of != "shared_parameters" or weighting.skips_gradients
+            not isinstance(weighting, GradientWeighting)
+            or weighting.gradient_of != "shared_parameters"
+            or weighting.skips_gradients
         ):
             raise ValueError(
-                f"{type(weighting).__name__}: samples_per_step > 1 needs gradient_of="
-                "'shared_parameters' and no skipped gradients"
+                f"{type(weighting).__name__}: samples_per_step > 1 needs a gradient method with "
+                "gradient_of='shared_parameters' and no skipped gradients"
             )
 
     # ------------------------------------------------------------------------------ the losses
@@ -275,6 +287,12 @@ class ReplicaStep:
         losses = self._global(forward.losses)
         return self._result(shared_grads + head_grads, losses, weights)
 
+    def meta_update(self, images: Any, labels: dict, meta_images: Any, meta_labels: dict) -> None:
+        """Give a ``needs_meta_batch`` method its look-ahead on this step's batches (before the
+        step itself, which then sees the state the method updated)."""
+        look_ahead = ReplicaLookAhead(self, (images, labels), (meta_images, meta_labels))
+        self.weighting.meta_update(look_ahead)
+
     # ------------------------------------------------------------------------------ the update
     def apply(self, grads: list[tf.Tensor], images: tf.Tensor, labels: dict, losses: tf.Tensor):
         """Apply the update (per replica); give methods that ask the losses after it."""
@@ -291,6 +309,122 @@ class ReplicaStep:
         if self.weighting.level == "loss":
             return self.model.trainable_variables + self.weighting.trainable_variables
         return self.model.shared_variables + self.model.task_variables
+
+
+class ReplicaLookAhead(LookAhead):
+    """:class:`~mtbench.weighting.LookAhead` on one replica: its slices of the step's training
+    and meta batches; losses and gradients all-reduced over the replicas.
+
+    Args:
+        step: The replica's step (the model, the optimizer, the tasks' losses).
+        train: This replica's ``(inputs, labels)`` of the training batch.
+        meta: The same of the meta batch.
+    """
+
+    def __init__(self, step: ReplicaStep, train: tuple[Any, dict], meta: tuple[Any, dict]) -> None:
+        self._step = step
+        self._batches = {"train": train, "meta": meta}
+        model = step.model
+        self._variables = list(model.trainable_variables)
+        self._current = [tf.convert_to_tensor(v) for v in self._variables]
+        # the moving statistics and seed states the passes read (their updates are dropped)
+        self._state = [tf.convert_to_tensor(v) for v in model.non_trainable_variables]
+
+    def _optimizer(self) -> keras.optimizers.Optimizer:
+        optimizer = self._step.get_optimizer()
+        if optimizer is None:
+            raise RuntimeError("a look-ahead needs the model's optimizer: call Trainer.prepare")
+        return optimizer
+
+    @property
+    def learning_rate(self) -> tf.Tensor:
+        return tf.cast(self._optimizer().learning_rate, tf.float32)
+
+    def parameters(self) -> list[tf.Tensor]:
+        return list(self._current)
+
+    def _at(self, parameters: Sequence[tf.Tensor] | None) -> list[tf.Tensor]:
+        if parameters is None:
+            return list(self._current)
+        parameters = list(parameters)
+        if len(parameters) != len(self._variables):
+            raise ValueError(
+                f"a look-ahead got {len(parameters)} parameter tensors; the model has "
+                f"{len(self._variables)} trainable variables"
+            )
+        return parameters
+
+    def _forward(
+        self, batch: BatchName, parameters: list[tf.Tensor]
+    ) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """This replica's shares of the task losses and of the regularization at ``parameters``."""
+        if batch not in self._batches:
+            raise ValueError(f"a look-ahead batch is 'train' or 'meta', not {batch!r}")
+        images, labels = self._batches[batch]
+        outputs, _, extra = self._step.model.stateless_call(
+            parameters, self._state, images, training=True, return_losses=True
+        )
+        shares = self._step.task_losses(labels, outputs)
+        regularization = (
+            tf.add_n([tf.cast(x, tf.float32) for x in extra]) / self._step._replicas
+            if extra
+            else tf.constant(0.0)
+        )
+        return shares, regularization
+
+    def losses(self, batch: BatchName, parameters: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+        shares, _ = self._forward(batch, self._at(parameters))
+        return self._step._global(shares)
+
+    def gradient(
+        self,
+        batch: BatchName,
+        weights: tf.Tensor,
+        parameters: Sequence[tf.Tensor] | None = None,
+        *,
+        regularization: bool = False,
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        step = self._step
+        at = self._at(parameters)
+        weights = tf.stop_gradient(tf.cast(weights, tf.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(at)
+            shares, extra = self._forward(batch, at)
+            objective = tf.reduce_sum(weights * tf.stack(shares))
+            if regularization:
+                objective += extra
+            scaled = step._scale(objective)
+        grads = _zeros_for_none(tape.gradient(scaled, at), self._variables)
+        scale = step._loss_scale()
+        local = [tf.cast(g, tf.float32) / scale for g in grads]
+        context = tf.distribute.get_replica_context()
+        return step._global(shares), list(context.all_reduce(tf.distribute.ReduceOp.SUM, local))
+
+    def virtual_step(self, gradient: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        optimizer = self._optimizer()
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # under loss scaling
+        rate = self.learning_rate
+        decay = inner.weight_decay
+        momentum = (
+            float(getattr(inner, "momentum", 0.0))
+            if isinstance(inner, keras.optimizers.SGD)
+            else 0.0
+        )
+        stepped = []
+        for variable, theta, g in zip(self._variables, self._current, gradient, strict=True):
+            g = tf.cast(g, tf.float32)
+            # the order of Keras's update: decoupled weight decay, then the optimizer's rule
+            # (private helpers: the optimizer's own exclusions and slot of this variable)
+            if decay and inner._use_weight_decay(variable):
+                theta = theta - theta * tf.cast(decay, tf.float32) * rate
+            if momentum:
+                held = tf.convert_to_tensor(inner.momentums[inner._get_variable_index(variable)])
+                velocity = momentum * held - rate * g
+                theta = theta + (momentum * velocity - rate * g if inner.nesterov else velocity)
+            else:
+                theta = theta - rate * g
+            stepped.append(theta)
+        return stepped
 
 
 def _flatten(tensors: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]) -> tf.Tensor:

@@ -10,6 +10,10 @@ In equal-budget mode (``time_budget_s``) the learning-rate schedule runs on the 
 budget spent (or of ``epochs``, whichever is further along), so it anneals fully by the end of
 the budget whatever the step rate.
 
+A weighting method with ``needs_meta_batch`` (Auto-Lambda) gets a meta batch with every training
+batch, from the training split in its own order (:class:`~mtbench.pipeline.EpochBatches`); the
+validation split only ever chooses the best epoch.
+
 A NaN or infinite loss or gradient stops the run with :class:`NonFiniteError` (the update is not
 applied, the last checkpoint is kept); ``skip_nonfinite_steps`` skips and counts such steps.
 """
@@ -254,7 +258,14 @@ class Trainer:
         (``fit`` starts with this; benchmarks call it to time steps alone). The seconds it took
         are in ``trace_seconds``."""
         config = self.config
-        batches = EpochBatches(train, self.kinds, config.batch_size, self.seed, self.inputs)
+        batches = EpochBatches(
+            train,
+            self.kinds,
+            config.batch_size,
+            self.seed,
+            self.inputs,
+            meta_batches=self.weighting.needs_meta_batch,
+        )
         if batches.steps_per_epoch < self.samples:
             raise ValueError(
                 f"{type(self.weighting).__name__} draws {self.samples} batches per update, but an "

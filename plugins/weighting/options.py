@@ -37,6 +37,28 @@ class AlignedMTLConfig:
     scale_mode: ScaleMode = ScaleMode.min
 
 
+# weighting=auto_lambda: auto_lambda.py
+@dataclass
+class AutoLambdaConfig:
+    """Attributes:
+    init_weight: Every task's weight before the first meta update (the reference code's
+        ``autol_init``, 0.1).
+    weight_lr: Adam's learning rate for the task weights (the reference's ``autol_lr``: 1e-4
+        is its default in ``trainer_dense.py`` and the README's for NYUv2; it uses 3e-4 on
+        CIFAR-100 and 3e-5 on CityScapes).
+    primary_tasks: The tasks whose meta-batch loss the weights are learned to lower (the
+        reference's ``--task``); empty: every task (its multi-task setting, ``all``). Naming a
+        subset makes the other tasks auxiliary.
+    radius: The finite-difference step of the Hessian-vector product, as a length in
+        parameter space: ``epsilon = radius / |d|`` (the reference's 0.01).
+    """
+
+    init_weight: float = 0.1
+    weight_lr: float = 1e-4
+    primary_tasks: list[str] = field(default_factory=list)
+    radius: float = 0.01
+
+
 # weighting=cagrad: cagrad.py
 @dataclass
 class CAGradConfig:
