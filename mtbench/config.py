@@ -44,6 +44,11 @@ class DeltaMMetrics(Enum):
     all = "all"
 
 
+#: The architecture of ``conf/config.yaml``'s defaults and of every single-task baseline: one
+#: backbone, one head per task (mtbench.model.MultiTaskModel); results files written before
+#: architectures existed were trained with it.
+DEFAULT_ARCHITECTURE = "hard_sharing"
+
 #: Trainer options that became the dataset's to declare (mtbench 0.2): old key -> new key.
 MOVED_TO_DATASET = {
     "trainer.normalize": "dataset.normalize",
@@ -149,9 +154,13 @@ class BenchmarkConfig:
 
 @dataclass
 class MTBenchConfig:
-    """The root config. ``dataset``, ``backbone``, ``head`` and ``weighting`` are plugin groups.
+    """The root config. ``dataset``, ``backbone``, ``head``, ``architecture`` and ``weighting``
+    are plugin groups.
 
     Attributes:
+        architecture: How the joint model shares parameters between tasks (``hard_sharing``:
+            one backbone, one head per task; see :mod:`mtbench.architecture`). Single-task
+            baselines always use the plain backbone and head (hard sharing of one task).
         seed: Seeds model initialisation, data order, augmentation and methods' randomness.
         resume: A run directory to continue (its checkpoints and finished runs are reused).
     """
@@ -159,6 +168,7 @@ class MTBenchConfig:
     dataset: Any = MISSING
     backbone: Any = MISSING
     head: Any = MISSING
+    architecture: Any = MISSING
     weighting: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)

@@ -35,7 +35,10 @@ SHARE_TOLERANCE = 0.15
 COST_METHOD = (
     "median seconds per training step of each run's compiled step, timed in one process in "
     "{rounds} interleaved rounds of {steps} steps (after training, same batch size, data and "
-    "precision); joint_over_singles = joint step / sum of the single-task steps"
+    "precision); joint_over_singles = joint step / sum of the single-task steps; "
+    "joint_epoch_over_singles = joint step x its steps per epoch / sum over tasks of single-task "
+    "step x its steps per epoch (they differ from joint_over_singles when the single-task runs "
+    "train on fewer examples: those labelled for their task)"
 )
 
 
@@ -118,17 +121,30 @@ def interleaved_step_seconds(
 
 
 def cost_comparison(
-    step_seconds: Mapping[str, float], tasks: Sequence[str], *, rounds: int, steps: int
+    step_seconds: Mapping[str, float],
+    tasks: Sequence[str],
+    *,
+    rounds: int,
+    steps: int,
+    steps_per_epoch: Mapping[str, int] | None = None,
 ) -> dict[str, Any] | None:
     """The load-robust cost record from :func:`interleaved_step_seconds` (``None`` without a
-    joint run or a single-task run of every task)."""
+    joint run or a single-task run of every task). With each run's ``steps_per_epoch``, it also
+    compares an epoch of the joint run with the single-task runs' epochs together."""
     joint = step_seconds.get(JOINT_RUN)
     singles = {t: step_seconds.get(single_run_name(t)) for t in tasks}
     if joint is None or any(v is None for v in singles.values()):
         return None
-    return {
+    record = {
         "method": COST_METHOD.format(rounds=rounds, steps=steps),
         "step_seconds": dict(step_seconds),
         "joint_over_singles": joint / sum(singles.values()),  # type: ignore[arg-type]
         "joint_over_single": {t: joint / s for t, s in singles.items()},  # type: ignore[operator]
     }
+    if steps_per_epoch:
+        per_epoch = {name: step_seconds[name] * n for name, n in steps_per_epoch.items()}
+        record["steps_per_epoch"] = dict(steps_per_epoch)
+        record["joint_epoch_over_singles"] = per_epoch[JOINT_RUN] / sum(
+            per_epoch[single_run_name(t)] for t in tasks
+        )
+    return record

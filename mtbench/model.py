@@ -1,12 +1,18 @@
-"""The multitask model: the dataset's preprocessing, one shared backbone, one head layer that
-predicts every task."""
+"""The multitask model: the dataset's preprocessing, then an architecture of backbone and head
+plugins that gives every task its outputs.
+
+:class:`MultiTaskNetwork` is the contract every sharing architecture fulfils (the trainer and the
+weighting methods read only it); :class:`MultiTaskModel` is hard parameter sharing, one backbone
+and one head layer for every task, the ``hard_sharing`` architecture. The other architectures
+are plugins (``architecture=<name>``, see :mod:`mtbench.architecture`).
+"""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import tensorflow as tf
@@ -14,33 +20,34 @@ import tensorflow as tf
 from mtbench.data import TaskHierarchy, TaskSpec
 
 
-@keras.saving.register_keras_serializable(package="mtbench")
-class MultiTaskModel(keras.Model):
-    """Inputs -> (preprocessing) -> shared features -> a dict of float32 outputs per task.
+class MultiTaskNetwork(keras.Model):
+    """Inputs -> (preprocessing) -> representation(s) -> a dict of float32 outputs per task.
+
+    What an architecture declares, for the trainer and the weighting methods:
+
+    - :meth:`features`: what the heads read, from the raw inputs. With
+      :attr:`shared_representation` it is one tensor that every task's head reads (methods with
+      ``gradient_of = "features"``, such as MGDA-UB and GradDrop, combine the per-task gradients
+      of it); otherwise any structure :meth:`predict_heads` takes (e.g. one tensor per task).
+    - :meth:`predict_heads`: the outputs of every task from :meth:`features`.
+    - :attr:`shared_variables`: the trainable variables more than one task's loss reaches.
+      Gradient-level methods combine the per-task gradients of exactly these.
+    - :attr:`task_variables`: every other trainable variable (heads, gates, task experts); each
+      is trained on the sum of the task losses, which for a variable only one task's loss
+      reaches is that task's own gradient.
+
+    Together the two lists hold every trainable variable once.
 
     Args:
-        backbone: A Keras layer from preprocessed inputs to a feature tensor.
-        heads: A Keras layer from features to ``{task: outputs}``.
         preprocessing: The layer the dataset declares (:meth:`mtbench.inputs.Inputs.layer`), or
             ``None``: floating inputs are cast to the compute dtype, others pass as they are.
-
-    Example:
-        >>> model = MultiTaskModel(SeedCNN(), DenseHeads(tasks=[TaskSpec("fine", 100)]),
-        ...                        ImagePreprocessing(divisor=255.0))
-        >>> model(images)["fine"].shape
-        TensorShape([batch, 100])
     """
 
-    def __init__(
-        self,
-        backbone: keras.layers.Layer,
-        heads: keras.layers.Layer,
-        preprocessing: keras.layers.Layer | None = None,
-        **kwargs: Any,
-    ):
+    #: Whether :meth:`features` is the one representation every task's head reads.
+    shared_representation: ClassVar[bool] = False
+
+    def __init__(self, preprocessing: keras.layers.Layer | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backbone = backbone
-        self.heads = heads
         self.preprocessing = preprocessing
 
     def preprocess(self, inputs: Any) -> Any:
@@ -51,15 +58,74 @@ class MultiTaskModel(keras.Model):
     def _cast(self, x: tf.Tensor) -> tf.Tensor:
         return tf.cast(x, self.compute_dtype) if x.dtype.is_floating else x
 
+    def features(self, inputs: Any, training: bool = False) -> Any:
+        """What the heads read, from the raw inputs (see the class docstring)."""
+        raise NotImplementedError
+
+    def predict_heads(self, features: Any, training: bool = False) -> dict[str, tf.Tensor]:
+        """Every task's outputs (float32) from :meth:`features`."""
+        raise NotImplementedError
+
+    def call(self, inputs: Any, training: bool = False) -> dict[str, tf.Tensor]:
+        return self.predict_heads(self.features(inputs, training=training), training=training)
+
+    @property
+    def shared_variables(self) -> list[keras.Variable]:
+        raise NotImplementedError
+
+    @property
+    def task_variables(self) -> list[keras.Variable]:
+        raise NotImplementedError
+
+    @staticmethod
+    def as_float32(outputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        return {task: tf.cast(value, tf.float32) for task, value in outputs.items()}
+
+
+@keras.saving.register_keras_serializable(package="mtbench")
+class MultiTaskModel(MultiTaskNetwork):
+    """Hard parameter sharing: one backbone every task reads, one head layer that predicts every
+    task from its features (the ``hard_sharing`` architecture).
+
+    Args:
+        backbone: A Keras layer from preprocessed inputs to a feature tensor.
+        heads: A Keras layer from features to ``{task: outputs}``.
+        preprocessing: See :class:`MultiTaskNetwork`.
+
+    Example:
+        >>> model = MultiTaskModel(SeedCNN(), DenseHeads(tasks=[TaskSpec("fine", 100)]),
+        ...                        ImagePreprocessing(divisor=255.0))
+        >>> model(images)["fine"].shape
+        TensorShape([batch, 100])
+    """
+
+    shared_representation: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        backbone: keras.layers.Layer,
+        heads: keras.layers.Layer,
+        preprocessing: keras.layers.Layer | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(preprocessing, **kwargs)
+        self.backbone = backbone
+        self.heads = heads
+
+    @classmethod
+    def from_parts(
+        cls, parts: Any, preprocessing: keras.layers.Layer | None = None
+    ) -> MultiTaskModel:
+        """The hard-sharing model of :class:`~mtbench.architecture.ModelParts`: a new backbone,
+        then a new head layer for every task (in that order, which fixes their initial weights
+        for a seed)."""
+        return cls(parts.make_backbone(), parts.make_heads(), preprocessing)
+
     def features(self, inputs: Any, training: bool = False) -> tf.Tensor:
         return self.backbone(self.preprocess(inputs), training=training)
 
     def predict_heads(self, features: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
-        outputs = self.heads(features, training=training)
-        return {task: tf.cast(value, tf.float32) for task, value in outputs.items()}
-
-    def call(self, inputs: Any, training: bool = False) -> dict[str, tf.Tensor]:
-        return self.predict_heads(self.features(inputs, training=training), training=training)
+        return self.as_float32(self.heads(features, training=training))
 
     @property
     def shared_variables(self) -> list[keras.Variable]:
@@ -126,19 +192,23 @@ def build_model(
     tasks: Sequence[TaskSpec],
     example: Any,
     *,
+    architecture: Any = None,
     hierarchy: TaskHierarchy | None = None,
     precision: str = "float32",
     seed: int = 0,
     preprocessing: keras.layers.Layer | None = None,
-) -> MultiTaskModel:
-    """A built model from backbone and head plugin configs (``{"name": ..., options}`` or a
-    composed config node), initialised from ``seed`` under the ``precision`` dtype policy.
+) -> MultiTaskNetwork:
+    """A built model from backbone, head and architecture plugin configs (``{"name": ...,
+    options}`` or a composed config node), initialised from ``seed`` under the ``precision``
+    dtype policy.
 
-    The backbone is created first, from the global random state that ``seed`` sets, so its
-    weights do not depend on the tasks. The head gets ``seed`` too, if it declares that
-    argument, and derives each task's initialisers from it and the task's name
-    (:func:`task_seed`), so a task's head starts the same in a single-task and a joint model. A
-    head that declares ``hierarchy`` gets the dataset's (``None`` when it declares none).
+    The architecture (``None``: hard sharing, :meth:`MultiTaskModel.from_parts`, which the
+    ``hard_sharing`` plugin builds too) creates the backbone(s) first, from the global
+    random state that ``seed`` sets, so their weights do not depend on the tasks. The head gets
+    ``seed`` too, if it declares that argument, and derives each task's initialisers from it and
+    the task's name (:func:`task_seed`), so a task's head starts the same in a single-task and a
+    joint model. A head that declares ``hierarchy`` gets the dataset's (``None`` when it declares
+    none).
 
     Args:
         example: One batch of inputs (an array or a dict of arrays, first axis the batch), used
@@ -146,34 +216,27 @@ def build_model(
 
     Example:
         >>> model = build_model({"name": "seed_cnn"}, {"name": "dense"}, [TaskSpec("fine", 100)],
-        ...                     np.zeros([1, 32, 32, 3], np.uint8))
+        ...                     np.zeros([1, 32, 32, 3], np.uint8), architecture={"name": "mmoe"})
     """
     from mtbench import registry
+    from mtbench.architecture import ModelParts
 
     keras.utils.set_random_seed(seed)
-    head_name = head["name"] if isinstance(head, dict) else head.name
-    factory = registry.get("head", str(head_name)).factory
-    head_extra: dict[str, Any] = {"tasks": list(tasks)}
-    if _accepts(factory, "seed"):
-        head_extra["seed"] = seed  # heads written before `seed` existed keep working
-    if _accepts(factory, "hierarchy"):
-        head_extra["hierarchy"] = hierarchy
+    example = tf.nest.map_structure(tf.constant, example)
     with dtype_policy(precision):
-        model = MultiTaskModel(
-            registry.build("backbone", backbone),
-            registry.build("head", head, **head_extra),
-            preprocessing,
-        )
-        model(tf.nest.map_structure(tf.constant, example))
+        inputs = example if preprocessing is None else preprocessing(example)
+        parts = ModelParts.of(backbone, head, tasks, inputs, hierarchy=hierarchy, seed=seed)
+        if architecture is None:  # hard sharing: mtbench's own default, the single-task network
+            model = MultiTaskModel.from_parts(parts, preprocessing)
+        else:
+            model = registry.build(
+                "architecture", architecture, parts=parts, preprocessing=preprocessing
+            )
+        if not isinstance(model, MultiTaskNetwork):
+            name = registry.plain_config(architecture)[registry.NAME_FIELD]
+            raise registry.PluginError(
+                f"architecture '{name}' built a {type(model).__name__}, not a "
+                "mtbench.model.MultiTaskNetwork"
+            )
+        model(example)
     return model
-
-
-def _accepts(factory: Any, argument: str) -> bool:
-    """Whether ``factory`` declares the parameter ``argument`` (``**kwargs`` does not count: a
-    Keras layer's refuses keywords it does not know)."""
-    import inspect
-
-    try:
-        return argument in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False

@@ -29,10 +29,18 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 
+from mtbench import architecture as architecture_module
 from mtbench import model as model_module
 from mtbench import records, registry
 from mtbench.baselines import BaselineCache, load_predictions, predictions_path
-from mtbench.config import BenchmarkConfig, ConfigError, TrainerConfig, check_keys, check_values
+from mtbench.config import (
+    DEFAULT_ARCHITECTURE,
+    BenchmarkConfig,
+    ConfigError,
+    TrainerConfig,
+    check_keys,
+    check_values,
+)
 from mtbench.cost import cost_comparison, flag_load, interleaved_step_seconds, load_summary
 from mtbench.data import DatasetError, DatasetSplits, Split, validate
 from mtbench.distribute import describe as describe_strategy
@@ -46,7 +54,7 @@ from mtbench.hardware import (
 )
 from mtbench.inputs import Inputs
 from mtbench.io import atomic_save_npz, atomic_write_text
-from mtbench.model import MultiTaskModel
+from mtbench.model import MultiTaskNetwork
 from mtbench.results import (
     environment,
     hierarchy_consistency,
@@ -117,9 +125,13 @@ def build_model(
     precision: str,
     seed: int,
     preprocessing: dict[str, Any] | None = None,
-) -> MultiTaskModel:
-    """The backbone and heads of ``cfg`` for ``tasks`` of ``data`` (see :func:`model.build_model`)
-    after the dataset's preprocessing layer (given serialised: each model gets its own copy).
+    *,
+    joint: bool = True,
+) -> MultiTaskNetwork:
+    """The model of ``cfg`` for ``tasks`` of ``data`` (see :func:`model.build_model`) after the
+    dataset's preprocessing layer (given serialised: each model gets its own copy): the joint
+    run's with ``cfg.architecture``, a single-task run's with hard sharing (every architecture is
+    compared with the same single-task networks).
 
     Heads that ask for the dataset's hierarchy see it even when this run trains one of its tasks.
     """
@@ -132,6 +144,7 @@ def build_model(
         cfg.head,
         [data.task(t) for t in tasks],
         example,
+        architecture=cfg.architecture if joint else None,
         hierarchy=data.hierarchy,
         precision=precision,
         seed=seed,
@@ -164,7 +177,7 @@ class Benchmark:
         self._predictions: dict[str, dict[str, np.ndarray]] = {}
         #: trainers of the runs trained in this process, kept for the interleaved cost probe
         self._trainers: dict[str, Trainer] = {}
-        self._prebuilt: dict[tuple[str, ...], tuple[MultiTaskModel, Weighting]] = {}
+        self._prebuilt: dict[tuple[str, ...], tuple[MultiTaskNetwork, Weighting]] = {}
 
     # ---------------------------------------------------------------------------------- public
     def run(self) -> dict[str, Any]:
@@ -275,9 +288,11 @@ class Benchmark:
                 "trainer.precision=float32 (or auto, which picks what is native).",
                 trainer_config.precision.value, precision, hardware,
             )  # fmt: skip
-        # Build the joint weighting first: a bad option fails before any data is read.
+        # Build the joint weighting first: a bad option fails before any data is read; so does
+        # a bad architecture option.
         with strategy.scope():
             check = self._make_weighting(joint=True)
+        architecture_module.check_config(cfg.architecture)
         dataset = str(cfg.dataset.name)
         try:
             plugin = registry.build("dataset", cfg.dataset)
@@ -343,24 +358,36 @@ class Benchmark:
                 )
         with strategy.scope():  # the model and heads must fit the tasks: fail now, not later
             try:
-                model = build_model(cfg, data, tasks, precision, int(cfg.seed), preprocessing)
+                model = build_model(cfg, data, tasks, precision, int(cfg.seed), preprocessing,
+                                    joint=len(tasks) > 1)  # fmt: skip
+            except ConfigError:  # an architecture refusing its options or plugins: it says why
+                raise
             except ValueError as exc:  # a plugin refusing this dataset: its message says why
                 raise registry.PluginError(
-                    f"backbone '{cfg.backbone.name}' with head '{cfg.head.name}' cannot be built "
-                    f"for dataset '{dataset}': {exc}"
+                    f"backbone '{cfg.backbone.name}' with head '{cfg.head.name}' and "
+                    f"architecture '{cfg.architecture.name}' cannot be built for dataset "
+                    f"'{dataset}': {exc}"
                 ) from exc
-            self._check_outputs(model, data, tasks, kinds, dataset)
+            self._check_outputs(model, data, tasks, kinds, dataset, str(cfg.head.name))
+            if len(tasks) > 1:
+                architecture_module.check_weighting(
+                    model,
+                    check,
+                    architecture=str(cfg.architecture.name),
+                    weighting_name=str(cfg.weighting.name),
+                )
         # what was built to check the config is the joint run's, not thrown away
         self._prebuilt = {tuple(tasks): (model, check)}
         return setup
 
     @staticmethod
     def _check_outputs(
-        model: MultiTaskModel,
+        model: MultiTaskNetwork,
         data: DatasetSplits,
         tasks: Sequence[str],
         kinds: dict[str, TaskKind],
         dataset: str,
+        head: str,
     ) -> None:
         """Each head output must have the shape its task's kind expects."""
         example = tf.nest.map_structure(lambda a: tf.constant(a[:2]), data.train.x)
@@ -373,7 +400,7 @@ class Benchmark:
             got, expected = tuple(outputs[t].shape[1:]), kinds[t].output_shape
             if got != tuple(expected):
                 raise registry.PluginError(
-                    f"head '{model.heads.name}' outputs {got} per example for task '{t}' of "
+                    f"head '{head}' outputs {got} per example for task '{t}' of "
                     f"dataset '{dataset}'; its kind '{kinds[t].spec.kind}' needs {tuple(expected)} "
                     "(a head sizes its outputs from each TaskSpec's output_shape)"
                 )
@@ -490,6 +517,14 @@ class Benchmark:
         if self._wants_cost():
             self._trainers[plan.name] = trainer
         described = self._describe(fit, model, memory, precision, strategy)
+        with strategy.scope():
+            sizes = architecture_module.parameter_counts(
+                model, tf.nest.map_structure(lambda a: tf.constant(a[:1]), data.train.x)
+            )
+        described |= {
+            "architecture": str(self.cfg.architecture.name) if plan.joint else DEFAULT_ARCHITECTURE,
+            "parameter_counts": sizes,
+        }
         return (
             run
             | described
@@ -526,7 +561,7 @@ class Benchmark:
         else:
             with strategy.scope():
                 model = build_model(self.cfg, data, plan.tasks, precision, int(self.cfg.seed),
-                                    setup.preprocessing)  # fmt: skip
+                                    setup.preprocessing, joint=plan.joint)  # fmt: skip
                 weighting = self._make_weighting(plan.joint)
         budget = self.benchmark_config
         return Trainer(
@@ -556,7 +591,7 @@ class Benchmark:
             return None
         config = self.benchmark_config
         tasks = setup.tasks
-        steppers = {}
+        steppers, steps_per_epoch = {}, {}
         for plan in plan_runs(tasks, single_task=True):
             trainer = self._trainers.get(plan.name)
             if trainer is None:
@@ -565,6 +600,7 @@ class Benchmark:
             else:
                 batches = trainer.batches
             iterator = trainer.step_iterator(batches)
+            steps_per_epoch[plan.name] = int(batches.steps_per_epoch)
             steppers[plan.name] = lambda count, t=trainer, it=iterator: t.run_steps(it, count)
         # at most about a tenth of a run's training steps, so small benchmarks stay small
         rounds = config.cost_rounds
@@ -572,7 +608,9 @@ class Benchmark:
         steps = min(config.cost_steps, max(1, run_steps // (10 * (rounds + 1))))
         tick = time.perf_counter()
         seconds = interleaved_step_seconds(steppers, rounds=rounds, steps=steps)
-        record = cost_comparison(seconds, tasks, rounds=rounds, steps=steps)
+        record = cost_comparison(
+            seconds, tasks, rounds=rounds, steps=steps, steps_per_epoch=steps_per_epoch
+        )
         if record is not None:
             record["probe_seconds"] = time.perf_counter() - tick
             log.info(
@@ -609,7 +647,7 @@ class Benchmark:
     @staticmethod
     def _describe(
         fit: FitResult,
-        model: MultiTaskModel,
+        model: MultiTaskNetwork,
         memory: PeakMemory,
         precision: str,
         strategy: tf.distribute.Strategy,

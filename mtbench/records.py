@@ -57,7 +57,12 @@ run, so a crash keeps what was finished; a value that is not a finite number is 
                "load": {"wall_seconds": 0.0, "cpu_seconds": 0.0, "share": 1.0,
                         "lowest_epoch_share": 1.0, "load_average": 1.0,
                         "gpu_utilisation": null, "flagged": false, "reasons": []},
-               "parameters": 0, "peak_memory_mb": 0.0, "peak_memory_scope": "run" | "process",
+               "architecture": "hard_sharing",     # single-task runs: always hard_sharing
+               "parameters": 0,                    # model.count_params(): every variable
+               "parameter_counts": {"trainable": 0, "shared": 0, "task_specific": 0,
+                                    "per_task": {"<task>": 0},
+                                    "task_specific_unattributed": 0},
+               "peak_memory_mb": 0.0, "peak_memory_scope": "run" | "process",
                "peak_device_memory_mb": null | 0.0, "device": "...",
                "distribution": {"strategy": "default", "replicas": 1}, "precision": "..."}],
      "comparison": null | {                        # compare(); null with one task
@@ -74,13 +79,21 @@ run, so a crash keeps what was finished; a value that is not a finite number is 
          "hierarchy_consistency": null | 0.0,        # joint model
          "hierarchy_consistency_single": null | 0.0, # the two single-task models together
          "cost": null | {"method": "...", "step_seconds": {"<run>": 0.0}, "probe_seconds": 0.0,
-                         "joint_over_singles": 0.0, "joint_over_single": {"<task>": 0.0}}}}
+                         "joint_over_singles": 0.0, "joint_over_single": {"<task>": 0.0},
+                         "joint_epoch_over_singles": 0.0, "steps_per_epoch": {"<run>": 0}}}}
 
 A failed run keeps ``name``, ``tasks``, ``status`` and ``error`` (``test`` is null); it is never
-reported as a number. Units: each metric says its own (``fraction``: 0..1, shown as %); times are
-wall-clock seconds; memory is MiB.
+reported as a number. ``parameter_counts`` (numbers of scalars, trainable only): ``shared`` are the
+variables the architecture declares shared (more than one task's loss reaches them); ``per_task[t]``
+the task variables only task ``t``'s loss reaches, ``task_specific_unattributed`` task variables
+several tasks' losses reach (e.g. a hierarchical head); see
+:func:`mtbench.architecture.parameter_counts`. Units: each metric says its own (``fraction``:
+0..1, shown as %); times are wall-clock seconds; memory is MiB.
 
-**Older files.** :func:`load` reads ``mtbench.results/1`` files as ``/2``: their tasks become
+**Older files.** Files written before architectures existed were trained with hard sharing:
+:func:`load` gives their ``config`` ``architecture: {name: hard_sharing}`` and their runs
+``"architecture": "hard_sharing"`` (``parameter_counts`` stays absent). :func:`load` reads
+``mtbench.results/1`` files as ``/2``: their tasks become
 classification tasks reporting ``accuracy`` and ``top5_accuracy`` (higher-is-better fractions),
 ``comparison.entries`` is built from ``comparison.tasks``, ``timing.images_per_second`` becomes
 ``examples_per_second``, ``selection`` states the rule ``/1`` used, and ``location_keys`` lists
@@ -98,6 +111,7 @@ it is, for three purposes (``same``: must be equal; ``free``: may differ)::
     benchmark.baseline_cache           free    free      free         where baselines are kept
     seed                               same    same      free         rows summarize over seeds
     weighting (and its options)        same    free      same         baselines: the plain loss
+    architecture (and its options)     same    free      same         baselines: hard sharing
     benchmark.tasks                    same    free      same         a baseline's task is its key
     benchmark.single_task              same    free      same         whether baselines are trained
     benchmark.delta_m_metrics          same    free      same         read by the comparison only
@@ -125,6 +139,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mtbench.config import DEFAULT_ARCHITECTURE
 from mtbench.io import atomic_write_json
 from mtbench.tasks import Metric
 
@@ -563,6 +578,7 @@ def load_run(path: Path) -> dict[str, Any]:
     if not isinstance(run, dict) or "name" not in run:
         raise RecordError(f"{path} holds no run record (a JSON object with a name)")
     _upgrade_run_v1(run)
+    run.setdefault("architecture", DEFAULT_ARCHITECTURE)
     return run
 
 
@@ -591,13 +607,31 @@ def upgrade(results: Any) -> dict[str, Any]:
         raise RecordError(f"a results file holds a JSON object, not a {type(results).__name__}")
     schema = results.get("schema")
     if schema == SCHEMA:
-        return dict(results)
+        return _with_architecture(dict(results))
     if schema != SCHEMA_V1:
         raise RecordError(
             f"schema {schema!r} is not one mtbench reads ({', '.join(READABLE)}); a newer "
             "mtbench may have written it"
         )
-    return _from_v1(results)
+    return _with_architecture(_from_v1(results))
+
+
+def _with_architecture(results: dict[str, Any]) -> dict[str, Any]:
+    """A record written before architectures existed, as hard sharing (what trained it)."""
+    config = results.get("config")
+    if isinstance(config, Mapping) and "architecture" not in config:
+        results["config"] = {**config, "architecture": {"name": DEFAULT_ARCHITECTURE}}
+    runs = results.get("runs")
+    if isinstance(runs, list) and any(
+        isinstance(r, Mapping) and "architecture" not in r for r in runs
+    ):
+        results["runs"] = [
+            {**r, "architecture": r.get("architecture", DEFAULT_ARCHITECTURE)}
+            if isinstance(r, Mapping)
+            else r
+            for r in runs
+        ]
+    return results
 
 
 #: The keys a ``/1`` leaderboard treated as saying where data is; ``/1`` files do not record it.
@@ -702,8 +736,9 @@ _BOOKKEEPING = ("resume", "trainer.progress", "trainer.checkpoint_every",
 #: options come on top (see the module docstring's table).
 FREE: dict[str, tuple[str, ...]] = {
     "resume": _BOOKKEEPING,
-    "baseline": (*_BOOKKEEPING, "weighting", "benchmark.tasks", "benchmark.single_task",
-                 "benchmark.delta_m_metrics", "benchmark.cost_rounds", "benchmark.cost_steps"),
+    "baseline": (*_BOOKKEEPING, "weighting", "architecture", "benchmark.tasks",
+                 "benchmark.single_task", "benchmark.delta_m_metrics", "benchmark.cost_rounds",
+                 "benchmark.cost_steps"),
     "leaderboard": (*_BOOKKEEPING, "seed"),
 }  # fmt: skip
 #: Where the ``resolved`` record enters an identity (``baseline`` and ``leaderboard``).

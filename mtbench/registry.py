@@ -41,9 +41,9 @@ from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("dataset", "task", "backbone", "head", "weighting")
+KINDS: tuple[str, ...] = ("dataset", "task", "backbone", "head", "architecture", "weighting")
 #: The kinds chosen on the command line (``weighting=static``): each is a Hydra config group.
-CONFIG_KINDS: tuple[str, ...] = ("dataset", "backbone", "head", "weighting")
+CONFIG_KINDS: tuple[str, ...] = ("dataset", "backbone", "head", "architecture", "weighting")
 ENTRY_POINT_GROUP = "mtbench.plugins"
 CONFIG_ENTRY_POINT_GROUP = "mtbench.configs"
 NAME_FIELD = "name"
@@ -162,7 +162,8 @@ def register(kind: str, name: str, *, config: type | None = None) -> Callable[[F
     of entry point, plugins registered at run time, and mtbench's own task kinds.
 
     Args:
-        kind: One of ``dataset``, ``task``, ``backbone``, ``head``, ``weighting``.
+        kind: One of ``dataset``, ``task``, ``backbone``, ``head``, ``architecture``,
+            ``weighting``.
         name: The name users select it by. Letters, digits, ``_`` and ``-``.
         config: A dataclass typing the plugin's options; its fields are passed to the factory as
             keyword arguments. ``None`` means the plugin takes no options.
@@ -220,7 +221,8 @@ def build(kind: str, config: Any, **extra: Any) -> Any:
         kind: The plugin kind.
         config: A composed config node (``cfg.weighting``), a mapping, or a dataclass instance,
             holding ``name`` and the plugin's options.
-        **extra: Kind-specific arguments supplied by mtbench (e.g. ``tasks`` for heads).
+        **extra: Kind-specific arguments supplied by mtbench (``tasks`` for heads; ``parts`` and
+            ``preprocessing`` for architectures, see :mod:`mtbench.architecture`).
     """
     options = _as_dict(config)
     name = options.pop(NAME_FIELD, None)
@@ -234,6 +236,17 @@ def build(kind: str, config: Any, **extra: Any) -> Any:
             f"{kind} '{name}' got unknown options {unknown}; its options are {sorted(allowed)}"
         )
     return plugin.factory(**options, **extra)
+
+
+def plain_config(config: Any) -> dict[str, Any]:
+    """A plugin config (composed node, mapping or dataclass instance, with its ``name``) as plain
+    JSON-able values: Enum members become their values, nested containers plain lists and dicts.
+
+    Example:
+        >>> plain_config(cfg.backbone)
+        {'name': 'resnet9', 'width': 32, 'global_pool': 'max'}
+    """
+    return _plain(_as_dict(config))
 
 
 def load_failures() -> list[LoadFailure]:
@@ -542,6 +555,20 @@ def _as_dict(config: Any) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return dict(config)
     raise PluginError(f"cannot read a plugin config from {type(config).__name__}")
+
+
+def _plain(value: Any) -> Any:
+    from enum import Enum
+
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(_as_dict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _camel(name: str) -> str:

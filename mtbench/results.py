@@ -232,7 +232,14 @@ def cost_lines(results: Mapping[str, Any]) -> list[str]:
             f"**Load-robust cost: a joint step costs {cost['joint_over_singles']:.2f}x the sum of "
             f"the single-task steps** (against each single-task step: {singles}). Measured as the "
             f"{cost['method']}; load that comes and goes affects every run alike, so this ratio "
-            "holds on a busy machine where s/epoch does not.",
+            "holds on a busy machine where s/epoch does not."
+            + (
+                f" An epoch of the joint run costs {cost['joint_epoch_over_singles']:.2f}x the "
+                "single-task runs' epochs together (each step time times its run's steps per "
+                "epoch; the single-task runs train on the examples labelled for their task)."
+                if cost.get("joint_epoch_over_singles") is not None
+                else ""
+            ),
             "",
         ]
     flagged = [r for r in results["runs"] if (r.get("load") or {}).get("flagged")]
@@ -329,6 +336,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     """A readable Markdown report of ``results`` (a ``mtbench.results/2`` record)."""
     config = results["config"]
     names = {k: config[k].get("name", "?") for k in ("dataset", "backbone", "head", "weighting")}
+    architecture = (config.get("architecture") or {}).get("name", "hard_sharing")
     trainer = config["trainer"]
     env = results["environment"]
     lines = [
@@ -341,6 +349,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     lines += [f"**Note:** {note}\n" for note in results.get("notes") or ()]
     lines += [
         f"Dataset `{names['dataset']}`, backbone `{names['backbone']}`, head `{names['head']}`, "
+        f"architecture `{architecture}` (single-task baselines: hard sharing), "
         f"weighting `{names['weighting']}` (single-task baselines: plain loss). "
         f"Trainer: {trainer['optimizer']}, learning rate {trainer['learning_rate']} "
         f"({trainer['schedule']} schedule), batch {trainer['batch_size']}, "
@@ -413,6 +422,7 @@ def render_report(results: Mapping[str, Any]) -> str:
             )  # fmt: skip
     lines += ["", "## Cost", ""]
     lines += cost_lines(results)
+    lines += _parameter_lines(results)
     lines += [
         _table(run_table(results), "github"),
         "",
@@ -429,6 +439,22 @@ def render_report(results: Mapping[str, Any]) -> str:
                   "against training time."]  # fmt: skip
     lines += _environment_lines(env)
     return "\n".join(lines)
+
+
+def _parameter_lines(results: Mapping[str, Any]) -> list[str]:
+    """One line per run with its trainable parameters: shared and each task's own."""
+    lines = []
+    for run in results["runs"]:
+        counts = run.get("parameter_counts")
+        if not counts:
+            continue
+        per_task = ", ".join(f"{t} {n:,}" for t, n in (counts.get("per_task") or {}).items())
+        lines.append(
+            f"- `{run['name']}` ({run.get('architecture', 'hard_sharing')}): "
+            f"{counts['trainable']:,} trainable parameters, {counts['shared']:,} shared"
+            + (f"; own per task: {per_task}" if per_task else "")
+        )
+    return [*lines, ""] if lines else []
 
 
 def _environment_lines(env: Mapping[str, Any]) -> list[str]:

@@ -200,7 +200,8 @@ def test_a_head_that_needs_a_hierarchy_fails_before_training_on_a_dataset_withou
         cfg = _cfg(npz_root, "dataset=test_flat", "head=hierarchical")
         with pytest.raises(
             registry.PluginError,
-            match="head 'hierarchical' cannot be built for dataset 'test_flat': "
+            match="head 'hierarchical' and architecture 'hard_sharing' cannot be built for dataset "
+            "'test_flat': "
             "head=hierarchical needs a dataset that declares",
         ):
             Benchmark(cfg, tmp_path).run()

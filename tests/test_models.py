@@ -16,7 +16,7 @@ from mtbench.model import build_model
 def test_seed_cnn_is_exactly_the_notebook_extractor():
     backbone = _model().backbone
     described = []
-    for layer in backbone.stack:
+    for layer in (layer for stage in backbone.stages() for layer in stage.parts):
         cfg = layer.get_config()
         described.append(
             (

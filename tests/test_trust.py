@@ -146,6 +146,19 @@ def test_interleaving_makes_the_cost_ratio_independent_of_load_that_comes_and_go
     assert record["joint_over_single"] == {"a": pytest.approx(1.5), "b": pytest.approx(1.5)}
 
 
+def test_an_epoch_compares_runs_that_train_on_different_numbers_of_examples():
+    """With one label per example (cifar100_tasks), a single-task run trains on its task's share
+    of the data: per step the joint run costs about one single run, per epoch about all of
+    them together, and the epoch ratio says so where the step ratio cannot."""
+    seconds = {"joint": 0.06, "single:a": 0.05, "single:b": 0.05, "single:c": 0.05}
+    steps = {"joint": 300, "single:a": 100, "single:b": 100, "single:c": 100}
+    record = cost_comparison(seconds, ["a", "b", "c"], rounds=5, steps=2, steps_per_epoch=steps)
+    assert record["joint_over_singles"] == pytest.approx(0.4)
+    assert record["joint_epoch_over_singles"] == pytest.approx(0.06 * 300 / (3 * 0.05 * 100))
+    assert record["steps_per_epoch"] == steps
+    assert "joint_epoch_over_singles" not in cost_comparison(seconds, ["a"], rounds=5, steps=2)
+
+
 # ------------------------------------------------------------------ 3: equal-budget mode
 def _split(arrays, part: str, n: int) -> Split:
     return Split(

@@ -299,7 +299,9 @@ def _parallel_jobs(path: Path) -> int:
 
 
 def _read_hydra_config(path: Path) -> dict[str, Any] | None:
-    """The job's config as Hydra saved it (interpolations resolved where possible)."""
+    """The job's config as Hydra saved it (interpolations resolved where possible); a job of a
+    version before architectures existed trained with hard sharing, as :func:`records.load`
+    reads its results."""
     from omegaconf import OmegaConf
 
     try:
@@ -307,9 +309,12 @@ def _read_hydra_config(path: Path) -> dict[str, Any] | None:
     except Exception:
         return None
     try:
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # e.g. a resolver only Hydra's app registers
-        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+        config = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(config, dict) and "architecture" not in config:
+        config["architecture"] = {"name": records.DEFAULT_ARCHITECTURE}
+    return config  # type: ignore[return-value]
 
 
 def _seed(config: Mapping[str, Any] | None) -> int | None:

@@ -433,7 +433,7 @@ def _flatten(tensors: Sequence[tf.Tensor | None], like: Sequence[keras.Variable]
         [
             tf.zeros([int(np.prod(v.shape))])
             if t is None
-            else tf.reshape(tf.cast(t, tf.float32), [-1])
+            else tf.reshape(tf.cast(t, tf.float32), [int(np.prod(v.shape))])
             for t, v in zip(tensors, like, strict=True)
         ],
         axis=0,

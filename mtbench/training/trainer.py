@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtbench.architecture import check_weighting
 from mtbench.config import TrainerConfig
 from mtbench.data import Split
 from mtbench.hardware import gpu_utilisation, machine_share, sample_machine
@@ -122,6 +123,13 @@ class Trainer:
         self.budget = budget or Budget()
         self.checkpoint_dir = checkpoint_dir
         self.name = name
+        if len(self.tasks) > 1:  # a feature-level method needs the one representation heads read
+            check_weighting(
+                model,
+                weighting,
+                architecture=type(model).__name__,
+                weighting_name=type(weighting).__name__,
+            )
         with self.strategy.scope():
             self.weighting.setup(self.tasks)
             if (

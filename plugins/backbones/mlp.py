@@ -8,12 +8,17 @@ from typing import Any
 
 import keras
 
+from mtbench.architecture import Chain
+
 from .building_blocks import build_in_sequence
 
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
 class MLPBackbone(keras.layers.Layer):
     """Flatten -> [Dense(units, activation) -> Dropout] per entry of ``hidden_units``.
+
+    Stages (:meth:`stages`, see :mod:`mtbench.architecture`): one per dense layer, with its
+    dropout; the first flattens the inputs.
 
     Args:
         hidden_units: Sizes of the dense layers, input side first; the last is the feature size.
@@ -49,24 +54,32 @@ class MLPBackbone(keras.layers.Layer):
                 f"backbone.activation={activation!r} is not a Keras activation (e.g. relu, gelu)"
             ) from None
         dtype = self.dtype_policy
-        self.stack: list[keras.layers.Layer] = [keras.layers.Flatten(name="flatten", dtype=dtype)]
+        flatten = keras.layers.Flatten(name="flatten", dtype=dtype)
+        self.stage_layers = []
         for index, units in enumerate(self.hidden_units, start=1):
-            self.stack.append(
+            layers = [flatten] if index == 1 else []
+            layers.append(
                 keras.layers.Dense(units, activation=activation, name=f"dense{index}", dtype=dtype)
             )
             if self.dropout:
-                self.stack.append(
+                layers.append(
                     keras.layers.Dropout(self.dropout, name=f"dropout{index}", dtype=dtype)
                 )
+            self.stage_layers.append(Chain(layers, name=f"stage{index}", dtype=dtype))
+
+    def stages(self) -> list[keras.layers.Layer]:
+        """One stage per dense layer (the first flattens the inputs); their composition is this
+        backbone."""
+        return list(self.stage_layers)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        build_in_sequence(self.stack, input_shape)
+        build_in_sequence(self.stage_layers, input_shape)
         self.built = True
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         x = inputs
-        for layer in self.stack:
-            x = layer(x, training=training)
+        for stage in self.stage_layers:
+            x = stage(x, training=training)
         return x
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:

@@ -6,7 +6,9 @@ from typing import Any
 
 import keras
 
-from .building_blocks import FusedBatchNorm, conv
+from mtbench.architecture import Chain
+
+from .building_blocks import FusedBatchNorm, build_in_sequence, conv
 
 # depth -> (blocks per stage, default width of the first stage)
 VARIANTS: dict[int, tuple[tuple[int, ...], int]] = {
@@ -37,6 +39,10 @@ class ResNet(keras.layers.Layer):
     ResNet-32 463,504, ResNet-56 852,368, ResNet-18 11,168,832. With a 10-class classifier
     these are the literature's 0.27M, 0.46M, 0.85M (He et al.) and 11.2M (11,173,962).
 
+    Stages (:meth:`stages`, see :mod:`mtbench.architecture`): the stem (convolution, batch norm,
+    ReLU), then one per width: three for the CIFAR ResNets, four for ResNet-18; the last ends with
+    the global average pooling.
+
     Args:
         depth: One of 18, 20, 32, 44, 56, 110.
         width: Channels of the first stage (``None``: 16, or 64 for ResNet-18).
@@ -61,15 +67,19 @@ class ResNet(keras.layers.Layer):
         base = width if width is not None else default_width
         shortcut = "projection" if depth == 18 else "pad"
         dtype = self.dtype_policy
-        self.stem_conv = conv(base, name="stem_conv", dtype=dtype)
-        self.stem_bn = FusedBatchNorm(name="stem_bn", dtype=dtype)
-        self.blocks = []
+        stem = [
+            conv(base, name="stem_conv", dtype=dtype),
+            FusedBatchNorm(name="stem_bn", dtype=dtype),
+            keras.layers.ReLU(name="stem_relu", dtype=dtype),
+        ]
+        stage_blocks: list[list[keras.layers.Layer]] = []
         channels = base
         for stage, count in enumerate(stages):
             filters = base * 2**stage
+            blocks = []
             for index in range(count):
                 strides = 2 if stage > 0 and index == 0 else 1
-                self.blocks.append(
+                blocks.append(
                     _BasicBlock(
                         channels,
                         filters,
@@ -80,23 +90,28 @@ class ResNet(keras.layers.Layer):
                     )
                 )
                 channels = filters
+            stage_blocks.append(blocks)
         self.num_features = channels
-        self.pool = keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype)
+        stage_blocks[-1].append(keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype))
+        self.stage_layers = [Chain(stem, name="stem", dtype=dtype)] + [
+            Chain(blocks, name=f"stage{index}", dtype=dtype)
+            for index, blocks in enumerate(stage_blocks, start=1)
+        ]
+
+    def stages(self) -> list[keras.layers.Layer]:
+        """The stem, then one stage per width (the last ends with the global pooling); their
+        composition is this backbone."""
+        return list(self.stage_layers)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        self.stem_conv.build(input_shape)
-        shape = self.stem_conv.compute_output_shape(input_shape)
-        self.stem_bn.build(shape)
-        for block in self.blocks:
-            block.build(shape)
-            shape = block.compute_output_shape(shape)
+        build_in_sequence(self.stage_layers, input_shape)
         self.built = True
 
     def call(self, inputs: Any, training: bool = False) -> Any:
-        x = keras.ops.relu(self.stem_bn(self.stem_conv(inputs), training=training))
-        for block in self.blocks:
-            x = block(x, training=training)
-        return self.pool(x)
+        x = inputs
+        for stage in self.stage_layers:
+            x = stage(x, training=training)
+        return x
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (input_shape[0], self.num_features)

@@ -6,7 +6,9 @@ from typing import Any
 
 import keras
 
-from .building_blocks import FusedBatchNorm, conv
+from mtbench.architecture import Chain
+
+from .building_blocks import FusedBatchNorm, build_in_sequence, conv
 from .options import GlobalPool
 
 
@@ -27,6 +29,9 @@ class ResNet9(keras.layers.Layer):
     positive scale does too).
 
     Trainable parameters: 6,568,000 at ``width=64``, 1,643,552 at ``width=32``.
+
+    Stages (:meth:`stages`, see :mod:`mtbench.architecture`): prep; layer1 with its residual;
+    layer2; layer3 with its residual and the global pooling.
 
     Args:
         width: Channels of the prep convolution.
@@ -53,32 +58,38 @@ class ResNet9(keras.layers.Layer):
         self.width = width
         self.global_pool = global_pool
         dtype = self.dtype_policy
-        self.prep = _ConvBlock(width, pool=False, name="prep", dtype=dtype)
-        self.layer1 = _ConvBlock(2 * width, pool=True, name="layer1", dtype=dtype)
-        self.res1 = _Residual(2 * width, name="res1", dtype=dtype)
-        self.layer2 = _ConvBlock(4 * width, pool=True, name="layer2", dtype=dtype)
-        self.layer3 = _ConvBlock(8 * width, pool=True, name="layer3", dtype=dtype)
-        self.res3 = _Residual(8 * width, name="res3", dtype=dtype)
+        prep = _ConvBlock(width, pool=False, name="prep", dtype=dtype)
+        layer1 = _ConvBlock(2 * width, pool=True, name="layer1", dtype=dtype)
+        res1 = _Residual(2 * width, name="res1", dtype=dtype)
+        layer2 = _ConvBlock(4 * width, pool=True, name="layer2", dtype=dtype)
+        layer3 = _ConvBlock(8 * width, pool=True, name="layer3", dtype=dtype)
+        res3 = _Residual(8 * width, name="res3", dtype=dtype)
         pool = (
             keras.layers.GlobalMaxPooling2D
             if global_pool == "max"
             else keras.layers.GlobalAveragePooling2D
         )
-        self.pool = pool(name="pool", dtype=dtype)
+        self.stage_layers = [
+            Chain([prep], name="stage_prep", dtype=dtype),
+            Chain([layer1, res1], name="stage1", dtype=dtype),
+            Chain([layer2], name="stage2", dtype=dtype),
+            Chain([layer3, res3, pool(name="pool", dtype=dtype)], name="stage3", dtype=dtype),
+        ]
+
+    def stages(self) -> list[keras.layers.Layer]:
+        """prep, layer1 with its residual, layer2, layer3 with its residual and the global
+        pooling; their composition is this backbone."""
+        return list(self.stage_layers)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        shape = input_shape
-        for block in (self.prep, self.layer1, self.res1, self.layer2, self.layer3, self.res3):
-            block.build(shape)
-            shape = block.compute_output_shape(shape)
+        build_in_sequence(self.stage_layers, input_shape)
         self.built = True
 
     def call(self, inputs: Any, training: bool = False) -> Any:
-        x = self.prep(inputs, training=training)
-        x = self.res1(self.layer1(x, training=training), training=training)
-        x = self.layer2(x, training=training)
-        x = self.res3(self.layer3(x, training=training), training=training)
-        return self.pool(x)
+        x = inputs
+        for stage in self.stage_layers:
+            x = stage(x, training=training)
+        return x
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (input_shape[0], 8 * self.width)

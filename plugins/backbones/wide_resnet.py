@@ -6,7 +6,9 @@ from typing import Any
 
 import keras
 
-from .building_blocks import FusedBatchNorm, conv
+from mtbench.architecture import Chain
+
+from .building_blocks import FusedBatchNorm, build_in_sequence, conv
 
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
@@ -17,6 +19,8 @@ class WideResNet(keras.layers.Layer):
 
     Where a block changes the shape, its shortcut is a 1x1 convolution of the block's activated
     input (as in the authors' code). Convolutions are bias-free. Returns ``64k`` features.
+    Stages (:meth:`stages`, see :mod:`mtbench.architecture`): the stem convolution, then the
+    three stages; the last ends with the final batch norm, ReLU and global pooling.
     Trainable parameters without a classifier: WRN-16-4 2,746,320; WRN-28-10 36,472,784, which
     with a 10-class classifier is 36,479,194 (the paper: 2.7M and 36.5M).
 
@@ -48,14 +52,15 @@ class WideResNet(keras.layers.Layer):
         self.dropout = dropout
         blocks_per_stage = (depth - 4) // 6
         dtype = self.dtype_policy
-        self.stem = conv(16, name="stem_conv", dtype=dtype)
-        self.blocks = []
+        stem = conv(16, name="stem_conv", dtype=dtype)
+        stage_blocks: list[list[keras.layers.Layer]] = []
         channels = 16
         for stage in range(3):
             filters = 16 * widen_factor * 2**stage
+            blocks = []
             for index in range(blocks_per_stage):
                 strides = 2 if stage > 0 and index == 0 else 1
-                self.blocks.append(
+                blocks.append(
                     _WideBlock(
                         channels,
                         filters,
@@ -66,24 +71,32 @@ class WideResNet(keras.layers.Layer):
                     )
                 )
                 channels = filters
+            stage_blocks.append(blocks)
         self.num_features = channels
-        self.final_bn = FusedBatchNorm(name="final_bn", dtype=dtype)
-        self.pool = keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype)
+        stage_blocks[-1] += [
+            FusedBatchNorm(name="final_bn", dtype=dtype),
+            keras.layers.ReLU(name="final_relu", dtype=dtype),
+            keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype),
+        ]
+        self.stage_layers = [Chain([stem], name="stem", dtype=dtype)] + [
+            Chain(blocks, name=f"stage{index}", dtype=dtype)
+            for index, blocks in enumerate(stage_blocks, start=1)
+        ]
+
+    def stages(self) -> list[keras.layers.Layer]:
+        """The stem convolution, then the three stages (the last ends with the final batch
+        norm, ReLU and global pooling); their composition is this backbone."""
+        return list(self.stage_layers)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        self.stem.build(input_shape)
-        shape = self.stem.compute_output_shape(input_shape)
-        for block in self.blocks:
-            block.build(shape)
-            shape = block.compute_output_shape(shape)
-        self.final_bn.build(shape)
+        build_in_sequence(self.stage_layers, input_shape)
         self.built = True
 
     def call(self, inputs: Any, training: bool = False) -> Any:
-        x = self.stem(inputs)
-        for block in self.blocks:
-            x = block(x, training=training)
-        return self.pool(keras.ops.relu(self.final_bn(x, training=training)))
+        x = inputs
+        for stage in self.stage_layers:
+            x = stage(x, training=training)
+        return x
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return (input_shape[0], self.num_features)

@@ -1,0 +1,1 @@
+"""The reference sharing architectures (``architecture=<name>``), one module each."""

@@ -1,0 +1,195 @@
+"""The ``mtan`` architecture: a shared backbone with task-specific soft attention on its stages."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import keras
+
+from mtbench.architecture import ArchitectureError, ModelParts, PerTaskHeads
+from mtbench_plugins.backbones.building_blocks import FusedBatchNorm, conv
+
+
+def _dense_or_conv(channels: int, rank: int, name: str, dtype: Any) -> keras.layers.Layer:
+    """A 1x1 convolution on feature maps (rank 4), a dense layer on vectors (rank 2)."""
+    if rank == 4:
+        return keras.layers.Conv2D(channels, 1, name=name, dtype=dtype)
+    return keras.layers.Dense(channels, name=name, dtype=dtype)
+
+
+class AttentionModule(keras.layers.Layer):
+    """One task's attention mask on one stage: ``[1x1 conv, BN, ReLU], [1x1 conv, BN, sigmoid]``
+    (dense layers on vectors), from the stage's output (concatenated with the task's previous
+    attended features, mapped to the same shape) to a mask of the stage's shape.
+
+    Args:
+        channels: The stage's channels (its output's last axis).
+        rank: 4 for feature maps ``[B, H, W, C]``, 2 for vectors ``[B, C]``.
+    """
+
+    def __init__(self, channels: int, rank: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.parts = [
+            _dense_or_conv(channels, rank, "project1", dtype),
+            FusedBatchNorm(name="bn1", dtype=dtype),
+            keras.layers.ReLU(name="relu", dtype=dtype),
+            _dense_or_conv(channels, rank, "project2", dtype),
+            FusedBatchNorm(name="bn2", dtype=dtype),
+            keras.layers.Activation("sigmoid", name="sigmoid", dtype=dtype),
+        ]
+
+    def build(self, input_shape: Any) -> None:
+        shape = input_shape
+        for layer in self.parts:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        x = inputs
+        for layer in self.parts:
+            x = layer(x, training=training)
+        return x
+
+
+class SharedTransform(keras.layers.Layer):
+    """MTAN's shared ``f``: a task's attended features of one stage mapped to the next stage's
+    shape, ``[3x3 conv, BN, ReLU]`` then resized (max pooling by an integer factor, bilinear
+    otherwise) between feature maps, global average pooling then ``[dense, BN, ReLU]`` from
+    feature maps to vectors, ``[dense, BN, ReLU]`` between vectors.
+
+    Args:
+        source: The shape it reads (batch axis ``None``).
+        target: The shape it gives.
+    """
+
+    def __init__(self, source: tuple, target: tuple, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.source, self.target = tuple(source), tuple(target)
+        channels = int(target[-1])
+        self.resize_to: tuple[int, int] | None = None
+        layers: list[keras.layers.Layer] = []
+        if len(target) == 4:
+            layers += [conv(channels, name="conv", dtype=dtype)]
+        else:
+            if len(source) == 4:
+                layers.append(keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype))
+            layers.append(keras.layers.Dense(channels, use_bias=False, name="dense", dtype=dtype))
+        layers += [FusedBatchNorm(name="bn", dtype=dtype), keras.layers.ReLU(dtype=dtype)]
+        if len(target) == 4 and source[1:3] != target[1:3]:
+            (h, w), (th, tw) = source[1:3], target[1:3]
+            if h % th == 0 and w % tw == 0:
+                layers.append(keras.layers.MaxPooling2D((h // th, w // tw), dtype=dtype))
+            else:
+                self.resize_to = (int(th), int(tw))
+        self.parts = layers
+
+    def build(self, input_shape: Any) -> None:
+        shape = input_shape
+        for layer in self.parts:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        x = inputs
+        for layer in self.parts:
+            x = layer(x, training=training)
+        if self.resize_to is not None:
+            x = keras.ops.image.resize(x, self.resize_to, interpolation="bilinear")
+        return keras.ops.cast(x, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="mtbench_plugins")
+class MTAN(PerTaskHeads):
+    """Multi-Task Attention Network (Liu et al. 2019): one shared backbone with stages
+    ``s_1..s_n``; every task ``t`` has a soft-attention module ``g^t_j`` on every stage, which
+    selects features of the stage's output ``s_j`` with an element-wise mask,
+
+        a^t_1 = g^t_1(s_1) * s_1,
+        a^t_j = g^t_j([s_j ; f_j(a^t_{j-1})]) * s_j,      y_t = h_t(a^t_n),
+
+    where ``g`` is ``[1x1 conv, BN, ReLU, 1x1 conv, BN, sigmoid]`` (dense layers on vector
+    stages) and ``f_j``, shared by the tasks, maps the previous attended features to the shape
+    of ``s_j`` (:class:`SharedTransform`). The paper's mask reads the output of a block's first
+    layer and gates the block's output; the stage interface exposes stage outputs only, so here
+    the mask reads the stage output it gates. Shared: the backbone and the ``f_j``; task ``t``'s
+    own: its attention modules and head. Needs a backbone with stages whose outputs are feature
+    maps ``[B, H, W, C]`` or vectors ``[B, C]``. Each task reads its own representation, so
+    feature-level weighting methods are refused.
+
+    Reference: S. Liu, E. Johns, A. J. Davison, "End-to-End Multi-Task Learning with
+    Attention", CVPR 2019.
+
+    Args:
+        parts: What the network assembles (:class:`~mtbench.architecture.ModelParts`).
+        preprocessing: The dataset's preprocessing layer, or ``None``.
+
+    Example:
+        >>> build_model({"name": "resnet9", "width": 16}, {"name": "dense"}, tasks, example,
+        ...             architecture={"name": "mtan"})
+    """
+
+    architecture: ClassVar[str] = "mtan"
+
+    def __init__(
+        self,
+        parts: ModelParts | dict[str, Any],
+        preprocessing: keras.layers.Layer | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(parts, preprocessing, **options)
+        stages = self.parts.stages(self.architecture)
+        shapes = [tuple(s.output_shape) for s in stages]
+        for stage, shape in zip(stages, shapes, strict=True):
+            if not isinstance(shape, tuple) or len(shape) not in (2, 4):
+                raise ArchitectureError(
+                    f"architecture=mtan attends to every stage's output, which must be feature "
+                    f"maps [batch, height, width, channels] or vectors [batch, channels]; stage "
+                    f"'{stage.name}' of backbone '{self.parts.backbone['name']}' gives {shape}"
+                )
+        for j in range(1, len(shapes)):
+            if len(shapes[j - 1]) == 2 and len(shapes[j]) == 4:
+                raise ArchitectureError(
+                    f"architecture=mtan maps each stage's attended features to the next stage's "
+                    f"shape; stage '{stages[j - 1].name}' of backbone "
+                    f"'{self.parts.backbone['name']}' gives vectors {shapes[j - 1]} and the next "
+                    f"one feature maps {shapes[j]}, which it cannot map"
+                )
+        self.stage_layers = [s.layer for s in stages]
+        self.transforms = [
+            SharedTransform(before, after, name=f"shared_transform{j + 2}")
+            for j, (before, after) in enumerate(zip(shapes, shapes[1:], strict=False))
+        ]
+        self.attention = [  # task-major
+            AttentionModule(int(shape[-1]), len(shape), name=f"{t}_attention{j + 1}")
+            for t in self.parts.task_names
+            for j, shape in enumerate(shapes)
+        ]
+        self.make_heads()
+
+    def features(self, inputs: Any, training: bool = False) -> dict[str, Any]:
+        x = self.preprocess(inputs)
+        outputs = []
+        for stage in self.stage_layers:
+            x = stage(x, training=training)
+            outputs.append(x)
+        n, attended = len(outputs), {}
+        for i, t in enumerate(self.parts.task_names):
+            modules = self.attention[i * n : (i + 1) * n]
+            a = modules[0](outputs[0], training=training) * outputs[0]
+            for j in range(1, n):
+                carried = self.transforms[j - 1](a, training=training)
+                joined = keras.ops.concatenate([outputs[j], carried], axis=-1)
+                a = modules[j](joined, training=training) * outputs[j]
+            attended[t] = a
+        return attended
+
+    def shared_layers(self) -> list[Any]:
+        return [*self.stage_layers, *self.transforms]
+
+    def task_layers(self, task: str) -> list[Any]:
+        n, i = len(self.stage_layers), self.parts.task_names.index(task)
+        return [*self.attention[i * n : (i + 1) * n], self.heads[task]]
