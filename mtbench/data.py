@@ -215,7 +215,8 @@ def holdout_splits(
     labels = train.y[stratify_by] if isinstance(stratify_by, str) else np.asarray(stratify_by)
     if len(labels) != len(train):
         raise DatasetError(
-            f"stratify_by holds {len(labels)} classes for {len(train)} training examples"
+            f"stratify_by holds {len(labels)} labels for {len(train)} training examples: the "
+            "dataset plugin must pass one class per training example (or a task name)"
         )
     val_idx, train_idx = stratified_split(labels, val_size, seed)
     if train_limit is not None:

@@ -336,7 +336,7 @@ def render_report(results: Mapping[str, Any]) -> str:
     """A readable Markdown report of ``results`` (a ``mtbench.results/2`` record)."""
     config = results["config"]
     names = {k: config[k].get("name", "?") for k in ("dataset", "backbone", "head", "weighting")}
-    architecture = (config.get("architecture") or {}).get("name", "hard_sharing")
+    architecture = (config.get("architecture") or {}).get("name", records.DEFAULT_ARCHITECTURE)
     trainer = config["trainer"]
     env = results["environment"]
     lines = [
@@ -450,7 +450,7 @@ def _parameter_lines(results: Mapping[str, Any]) -> list[str]:
             continue
         per_task = ", ".join(f"{t} {n:,}" for t, n in (counts.get("per_task") or {}).items())
         lines.append(
-            f"- `{run['name']}` ({run.get('architecture', 'hard_sharing')}): "
+            f"- `{run['name']}` ({run.get('architecture', records.DEFAULT_ARCHITECTURE)}): "
             f"{counts['trainable']:,} trainable parameters, {counts['shared']:,} shared"
             + (f"; own per task: {per_task}" if per_task else "")
         )

@@ -404,6 +404,25 @@ def test_a_backbone_without_stages_is_refused_naming_what_is_missing():
         assert len(model.experts) == 2
 
 
+def test_gates_on_dict_inputs_of_a_backbone_without_stages_point_at_hard_sharing():
+    """Molecules reach the backbone as a dict: gates cannot read it, and a backbone without
+    stages cannot put a shared bottom before them, so the message must not send the user to
+    expert_stages (which would then be refused for the missing stages)."""
+    example = {
+        "z": np.ones((1, 8), np.float32),
+        "r": np.zeros((1, 8, 3), np.float32),
+        "mask": np.ones((1, 8), np.float32),
+    }
+    backbone = {"name": "descriptor_mlp", "bins": 4, "max_distance": 4.0, "hidden_units": [8]}
+    for name in ("mmoe", "cgc", "dselect_k"):
+        with pytest.raises(ArchitectureError, match="no shared bottom") as caught:
+            build_model(
+                backbone, {"name": "dense"}, TINY_TASKS, example, architecture={"name": name}
+            )
+        assert "architecture=hard_sharing" in str(caught.value)
+        assert "expert_stages" not in str(caught.value)
+
+
 # ---------------------------------------------------------------------------------- refusals
 BAD_OPTIONS = [
     ({"name": "mmoe", "num_experts": 0}, r"architecture\.num_experts=0 .* >= 1"),

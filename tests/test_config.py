@@ -254,10 +254,8 @@ def test_each_valid_choice_composes_builds_and_stays_a_plain_string(kind, name, 
     built = registry.build(kind, cfg[kind])
     for held in _held_option(built, option):
         assert type(held) is str and held == value
-    if kind == "dataset":  # not a Keras object
+    if kind == "dataset":  # not a Keras object: no serialisation to round-trip
         return
-    for held in _held_option(built, option):
-        assert type(held) is str and held == value
     clone = type(built).from_config(built.get_config())  # Keras serialisation round-trips
     assert _held_option(clone, option) == (value, value)
     # Python callers may pass the Enum member or its value

@@ -127,7 +127,7 @@ class Trainer:
             check_weighting(
                 model,
                 weighting,
-                architecture=type(model).__name__,
+                architecture=getattr(model, "architecture", type(model).__name__),
                 weighting_name=type(weighting).__name__,
             )
         with self.strategy.scope():

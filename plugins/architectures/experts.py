@@ -131,9 +131,19 @@ def plan_experts(
 def check_gate_input(shape: Any, architecture: str, parts: ModelParts) -> None:
     """Gates read one tensor: refuse dict inputs reaching them."""
     if isinstance(shape, Mapping):
+        backbone = parts.backbone["name"]
+        if callable(getattr(parts.make_backbone(), "stages", None)):
+            fix = (
+                f"Set architecture.expert_stages to fewer than the stages of backbone "
+                f"'{backbone}', so that its first stages give the gates one tensor"
+            )
+        else:
+            fix = (
+                f"Backbone '{backbone}' has no stages() that could put a shared bottom before the "
+                "gates, so with these inputs it works only with architecture=hard_sharing"
+            )
         raise ArchitectureError(
             f"architecture={architecture}'s gates read the experts' input as one tensor, but "
             f"this dataset's inputs are a dict ({', '.join(shape)}) and no shared bottom turns "
-            "them into one. Set architecture.expert_stages to fewer than the stages of backbone "
-            f"'{parts.backbone['name']}', so that its first stages give the gates one tensor"
+            f"them into one. {fix}"
         )

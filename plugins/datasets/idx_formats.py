@@ -27,7 +27,6 @@ import numpy as np
 from mtbench.data import DatasetError
 
 IDX_UBYTE = 0x08
-LABELS_MAGIC, IMAGES_MAGIC = 2049, 2051
 IMAGE_SIDE = 28
 FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -198,7 +197,8 @@ def parse_idx(data: bytes, source: Path, ndim: int) -> np.ndarray:
     if len(data) != expected:
         raise DatasetError(
             f"{source} holds {len(data)} bytes; its header announces shape {shape}, i.e. "
-            f"{expected} bytes: it is truncated or corrupt"
+            f"{expected} bytes: it is truncated or corrupt. Delete it and run again to download "
+            "it, or replace it with the official file"
         )
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 

@@ -37,7 +37,7 @@ CACHE_VERSION = 1
 MAX_ATOMS = 29
 #: Molecules in the full set (133,885 less the 3,054 uncharacterized).
 NUM_MOLECULES = 130_831
-#: Hartree in eV, the factor PyTorch Geometric's QM9 uses (CODATA 2014).
+#: Hartree in eV, the factor PyTorch Geometric's QM9 uses (CODATA 2018).
 HARTREE_TO_EV = 27.211386246
 ELEMENTS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 #: The energies of the free atoms (Hartree, B3LYP/6-31G(2df,p), the dataset's ``atomref.txt``):

@@ -40,9 +40,9 @@ class AutoLambda(LossWeighting):
     Cost per step, in passes over a batch: ``ew`` makes one forward and one backward pass;
     Auto-Lambda makes five forward and three backward passes (the look-ahead gradient, the
     meta-batch gradient at ``theta'``, the two finite-difference losses, then the update): 3.7
-    times ``ew``'s arithmetic when a backward pass costs two forwards. Measured: 4.6 times
-    ``ew``'s step time with two tasks and 4.1 with twenty (median per-round ratio; seed_cnn,
-    batch 128, mixed bfloat16, Adam, on 2 shared CPU cores under load, rounds ranging 0.6-10).
+    times ``ew``'s arithmetic when a backward pass costs two forwards. Measured: 3.19 times
+    ``ew``'s step time with two tasks and 2.90 with twenty (the README's cost tables: seed_cnn,
+    batch 128, mixed bfloat16, Adam, 2 idle CPU cores, median of interleaved rounds).
 
     Differences from the reference code: the look-ahead passes change no variable (the
     reference's model, in training mode, also updates batch-norm running statistics in them)
