@@ -446,7 +446,8 @@ def parameter_counts(model: MultiTaskNetwork, example: Any) -> dict[str, Any]:
     strategy = tf.distribute.get_strategy()
     flags = strategy.experimental_local_results(strategy.run(reached))[0].numpy()
     sizes = np.array([int(np.prod(v.shape)) for v in variables], np.int64)
-    owned = np.array([id(v) in {id(w) for w in model.task_variables} for v in variables])
+    task_ids = {id(w) for w in model.task_variables}
+    owned = np.array([id(v) in task_ids for v in variables])
     alone = flags & (flags.sum(axis=0, keepdims=True) == 1) & owned
     per_task = {t: int(sizes[alone[i]].sum()) for i, t in enumerate(tasks)}
     shared = sum(int(np.prod(v.shape)) for v in model.shared_variables)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from mtbench.architecture import ArchitectureError, ModelParts, PerTaskHeads
+from mtbench.architecture import ArchitectureError, Chain, ModelParts, PerTaskHeads
 from mtbench_plugins.backbones.building_blocks import FusedBatchNorm, conv
 
 
@@ -17,7 +17,7 @@ def _dense_or_conv(channels: int, rank: int, name: str, dtype: Any) -> keras.lay
     return keras.layers.Dense(channels, name=name, dtype=dtype)
 
 
-class AttentionModule(keras.layers.Layer):
+class AttentionModule(Chain):
     """One task's attention mask on one stage: ``[1x1 conv, BN, ReLU], [1x1 conv, BN, sigmoid]``
     (dense layers on vectors), from the stage's output (concatenated with the task's previous
     attended features, mapped to the same shape) to a mask of the stage's shape.
@@ -28,7 +28,7 @@ class AttentionModule(keras.layers.Layer):
     """
 
     def __init__(self, channels: int, rank: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__([], **kwargs)
         dtype = self.dtype_policy
         self.parts = [
             _dense_or_conv(channels, rank, "project1", dtype),
@@ -39,21 +39,8 @@ class AttentionModule(keras.layers.Layer):
             keras.layers.Activation("sigmoid", name="sigmoid", dtype=dtype),
         ]
 
-    def build(self, input_shape: Any) -> None:
-        shape = input_shape
-        for layer in self.parts:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.built = True
 
-    def call(self, inputs: Any, training: bool = False) -> Any:
-        x = inputs
-        for layer in self.parts:
-            x = layer(x, training=training)
-        return x
-
-
-class SharedTransform(keras.layers.Layer):
+class SharedTransform(Chain):
     """MTAN's shared ``f``: a task's attended features of one stage mapped to the next stage's
     shape, ``[3x3 conv, BN, ReLU]`` then resized (max pooling by an integer factor, bilinear
     otherwise) between feature maps, global average pooling then ``[dense, BN, ReLU]`` from
@@ -65,7 +52,7 @@ class SharedTransform(keras.layers.Layer):
     """
 
     def __init__(self, source: tuple, target: tuple, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__([], **kwargs)
         dtype = self.dtype_policy
         self.source, self.target = tuple(source), tuple(target)
         channels = int(target[-1])
@@ -86,20 +73,14 @@ class SharedTransform(keras.layers.Layer):
                 self.resize_to = (int(th), int(tw))
         self.parts = layers
 
-    def build(self, input_shape: Any) -> None:
-        shape = input_shape
-        for layer in self.parts:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        self.built = True
-
     def call(self, inputs: Any, training: bool = False) -> Any:
-        x = inputs
-        for layer in self.parts:
-            x = layer(x, training=training)
+        x = super().call(inputs, training=training)
         if self.resize_to is not None:
             x = keras.ops.image.resize(x, self.resize_to, interpolation="bilinear")
         return keras.ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], *self.target[1:])
 
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
