@@ -25,8 +25,34 @@ the backbone to implement ``stages() -> list[keras.layers.Layer]``:
 - ``stages()`` returns the same layer objects every time. :class:`Chain` makes a stage of
   existing layers.
 
+The first stage reads the backbone's inputs (one tensor, or the dataset's dict of input arrays)
+and the last returns the backbone's features (one tensor). **What passes between two stages**
+(the *state*) is one tensor ``[batch, ...]``, or, for a backbone that needs more than one tensor
+from stage to stage (a molecule's atoms and its geometry), a dict:
+
+- ``state["features"]`` (:data:`FEATURES`): the one tensor ``[batch, ...]`` that architectures
+  act on. Cross-stitch units mix it, experts' outputs are mixed by it, MTAN's masks gate it,
+  gates read it; the next stage reads it as the previous stage left it or as the architecture
+  changed it.
+- ``state["mask"]`` (:data:`MASK`, optional): ``[batch, elements]``, 1 for the real elements and
+  0 for padding, when ``features`` is a padded set ``[batch, elements, channels]`` (a molecule's
+  atoms, points, tokens). Gates then read the features averaged over the real elements
+  (:func:`pooled_features`: invariant, as the backbone is, to the order of the elements and the
+  amount of padding); MTAN pools and normalises over the real elements only. A backbone keeps
+  ``features`` at 0 on padded elements.
+- Every other entry is *context* the later stages need (e.g. interatomic distances), a function
+  of the backbone's inputs alone that no trainable variable reaches; ``mask`` is context too.
+  A stage that reads a state passes its context on unchanged (the same entries and values) or
+  ends the state (returns one tensor), so every copy of a backbone carries the same context for
+  the same inputs. Architectures change ``features`` only (:func:`with_features`) and carry the
+  context over unchanged, from any one of the states they combine.
+
+The dataset's dict of inputs is not a state (it has no ``features``): gates never read it, so
+experts over whole backbones (``expert_stages=null``) need inputs that are one tensor.
+
 :meth:`ModelParts.stages` returns a fresh backbone's stages with their input and output shapes
-(:class:`Stage`), and refuses a backbone without ``stages()``, naming what is missing.
+(:class:`Stage`; dict states have dict shapes), and refuses a backbone without ``stages()`` or
+whose stages pass a dict without ``features``, naming what is missing.
 """
 
 from __future__ import annotations
@@ -65,6 +91,8 @@ class Stage(NamedTuple):
 class Chain(keras.layers.Layer):
     """Layers applied in order, each with the ``training`` flag: a backbone stage made of
     layers the backbone creates. It is serialised with the backbone that creates it, not alone.
+    What passes between its layers is theirs to choose: one tensor, or a dict state (see the
+    module docstring), and so are the shapes it builds them on.
 
     Args:
         layers: The layers, input side first.
@@ -97,6 +125,53 @@ class Chain(keras.layers.Layer):
         for layer in self.parts:
             shape = layer.compute_output_shape(shape)
         return shape
+
+
+#: The entry of a dict state that architectures act on (see the module docstring).
+FEATURES = "features"
+#: The optional entry of a dict state marking the real elements of a padded set of features.
+MASK = "mask"
+
+
+def features_of(state: Any) -> Any:
+    """The tensor architectures act on: ``state`` itself, or ``state["features"]``."""
+    return state[FEATURES] if isinstance(state, Mapping) else state
+
+
+def with_features(state: Any, features: Any) -> Any:
+    """``state`` with its features replaced by ``features`` and its context carried over."""
+    return {**state, FEATURES: features} if isinstance(state, Mapping) else features
+
+
+def elements_of(state: Any) -> Any:
+    """The mask of real elements of a state (``[batch, elements]``), or ``None``."""
+    return state.get(MASK) if isinstance(state, Mapping) else None
+
+
+def features_shape(shape: Any) -> Any:
+    """The shape of the features of a state of shape ``shape``."""
+    return shape[FEATURES] if isinstance(shape, Mapping) else shape
+
+
+def masked_mean(x: Any, mask: Any) -> Any:
+    """The mean of ``x`` ``[batch, elements, ...]`` over its real elements (``mask`` ``[batch,
+    elements]``, 1 for real ones), computed in float32 and returned in ``x``'s dtype; 0 for an
+    example without any."""
+    values = tf.cast(x, tf.float32)
+    weights = tf.cast(mask, tf.float32)
+    for _ in range(len(x.shape) - 2):
+        weights = weights[..., None]
+    total = tf.reduce_sum(values * weights, axis=1)
+    count = tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
+    return tf.cast(total / count, x.dtype)
+
+
+def pooled_features(state: Any) -> Any:
+    """What a gate reads from a state: its features, averaged over the real elements when the
+    state marks them (:data:`MASK`), so that the gate does not depend on the order of the
+    elements or on the padding."""
+    features, mask = features_of(state), elements_of(state)
+    return features if mask is None else masked_mean(features, mask)
 
 
 @dataclass(frozen=True)
@@ -207,7 +282,8 @@ class ModelParts:
                 f"architecture={architecture} cuts the backbone into stages, but backbone "
                 f"'{name}' ({where}) has no stages() method. A backbone with stages returns them "
                 "in order from stages() (see mtbench.architecture); the reference backbones "
-                "seed_cnn, resnet, resnet9, wide_resnet and mlp have them. Choose one of those, "
+                "seed_cnn, resnet, resnet9, wide_resnet, mlp, schnet and descriptor_mlp have "
+                "them. Choose one of those, "
                 "or an architecture that uses whole backbones (hard_sharing; mmoe, cgc or "
                 "dselect_k with expert_stages=null)"
             )
@@ -218,8 +294,20 @@ class ModelParts:
                 "non-empty list of Keras layers whose composition is the backbone"
             )
         stages, shape = [], self.input_shape
-        for layer in layers:
+        for index, layer in enumerate(layers):
             out = _tuple_shapes(layer.compute_output_shape(shape))
+            last = index == len(layers) - 1
+            if isinstance(out, Mapping) and (last or FEATURES not in out):
+                what = (
+                    "the last stage must return the backbone's features, one tensor"
+                    if last
+                    else f"a stage that passes a dict must hold the features under "
+                    f"'{FEATURES}' (and may add '{MASK}' and context)"
+                )
+                raise ArchitectureError(
+                    f"stage '{layer.name}' of backbone '{name}' ({where}) returns a dict of "
+                    f"{sorted(out)}: {what} (see mtbench.architecture)"
+                )
             stages.append(Stage(layer.name, layer, shape, out))
             shape = out
         return stages

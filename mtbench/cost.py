@@ -16,6 +16,11 @@ therefore reports two more things:
    (``single:a, single:b, joint, single:a, ...``), and the median seconds per step are compared.
    Load that comes and goes hits every run alike, so ``joint / sum of single-task steps`` stays put
    where seconds per epoch do not.
+3. **The step of an architecture against hard sharing's** (:func:`architecture_comparison`): when
+   the joint run's architecture is not hard sharing, the probe also builds a hard-sharing joint
+   model with the same backbone, heads, weighting, batch size, data and precision (it is never
+   trained) and times its step in the same interleaved rounds, as :data:`HARD_SHARING_PROBE`:
+   ``joint_over_hard_sharing`` is what the architecture's sharing costs per step.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mtbench.config import DEFAULT_ARCHITECTURE
 from mtbench.records import JOINT_RUN, single_run_name
 
 #: A run whose threads got less than this fraction of the time they wanted a core is flagged.
@@ -39,6 +45,24 @@ COST_METHOD = (
     "joint_epoch_over_singles = joint step x its steps per epoch / sum over tasks of single-task "
     "step x its steps per epoch (they differ from joint_over_singles when the single-task runs "
     "train on fewer examples: those labelled for their task)"
+)
+
+#: What the probe calls the hard-sharing counterpart of a joint run of another architecture: a
+#: model timed beside the runs, never trained, and not a run of ``results.json``.
+HARD_SHARING_PROBE = f"joint ({DEFAULT_ARCHITECTURE})"
+
+ARCHITECTURE_COST_METHOD = (
+    "joint_over_hard_sharing = median seconds per training step of the joint model (architecture "
+    "{architecture}) / median seconds per training step of a hard-sharing joint model built for "
+    "the probe with the same backbone, heads, weighting method, batch size, data and precision "
+    "(initialised from the same seed and never trained: its steps run from its initial weights), "
+    "timed in the same {rounds} interleaved rounds of {steps} steps as the runs (listed in "
+    "'timed'); above 1: a step of this architecture costs more than a step of hard sharing"
+)
+#: Why a hard-sharing joint run has no ``joint_over_hard_sharing``.
+HARD_SHARING_ITSELF = (
+    "the joint run is hard sharing: its step over hard sharing's is 1 by definition, so no "
+    "second model is timed and no ratio is reported"
 )
 
 
@@ -120,6 +144,16 @@ def interleaved_step_seconds(
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+def not_measured(rounds: int, steps: int) -> str:
+    """Why a benchmark has no cost record (``comparison.cost_undefined``) when the probe was
+    switched off."""
+    return (
+        f"benchmark.cost_rounds={rounds} and benchmark.cost_steps={steps}: the cost probe is off "
+        "(it runs when both are above 0), so no step was timed and no cost ratio "
+        "(joint_over_singles, joint_over_hard_sharing) is measured"
+    )
+
+
 def cost_comparison(
     step_seconds: Mapping[str, float],
     tasks: Sequence[str],
@@ -127,17 +161,27 @@ def cost_comparison(
     rounds: int,
     steps: int,
     steps_per_epoch: Mapping[str, int] | None = None,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    hard_sharing_undefined: str | None = None,
 ) -> dict[str, Any] | None:
     """The load-robust cost record from :func:`interleaved_step_seconds` (``None`` without a
     joint run or a single-task run of every task). With each run's ``steps_per_epoch``, it also
-    compares an epoch of the joint run with the single-task runs' epochs together."""
+    compares an epoch of the joint run with the single-task runs' epochs together.
+
+    ``step_seconds`` may hold :data:`HARD_SHARING_PROBE` beside the runs: the joint step is then
+    also compared with hard sharing's (see :func:`architecture_comparison`, which ``architecture``
+    and ``hard_sharing_undefined`` are passed to). ``step_seconds`` of the record holds the runs
+    only; ``timed`` lists everything timed, in the order of the first round."""
     joint = step_seconds.get(JOINT_RUN)
     singles = {t: step_seconds.get(single_run_name(t)) for t in tasks}
     if joint is None or any(v is None for v in singles.values()):
         return None
     record = {
         "method": COST_METHOD.format(rounds=rounds, steps=steps),
-        "step_seconds": dict(step_seconds),
+        "rounds": rounds,
+        "steps": steps,
+        "timed": list(step_seconds),
+        "step_seconds": {k: v for k, v in step_seconds.items() if k != HARD_SHARING_PROBE},
         "joint_over_singles": joint / sum(singles.values()),  # type: ignore[arg-type]
         "joint_over_single": {t: joint / s for t, s in singles.items()},  # type: ignore[operator]
     }
@@ -147,4 +191,45 @@ def cost_comparison(
         record["joint_epoch_over_singles"] = per_epoch[JOINT_RUN] / sum(
             per_epoch[single_run_name(t)] for t in tasks
         )
+    record |= architecture_comparison(
+        joint,
+        step_seconds.get(HARD_SHARING_PROBE),
+        architecture,
+        rounds=rounds,
+        steps=steps,
+        undefined=hard_sharing_undefined,
+    )
     return record
+
+
+def architecture_comparison(
+    joint: float,
+    hard_sharing: float | None,
+    architecture: str,
+    *,
+    rounds: int,
+    steps: int,
+    undefined: str | None = None,
+) -> dict[str, Any]:
+    """The joint step against the step of its hard-sharing counterpart (:data:`HARD_SHARING_PROBE`,
+    timed in the same rounds): ``joint_over_hard_sharing`` = ``joint / hard_sharing``, with its
+    method (:data:`ARCHITECTURE_COST_METHOD`), or ``None`` (and no method) with the reason in
+    ``joint_over_hard_sharing_undefined``: a hard-sharing
+    joint run (1 by definition, not reported), or ``undefined`` (why the counterpart was not
+    timed) where ``hard_sharing`` is ``None``."""
+    if architecture == DEFAULT_ARCHITECTURE:
+        why: str | None = HARD_SHARING_ITSELF
+        hard_sharing = None
+    elif hard_sharing is None:
+        why = undefined or f"the step of {HARD_SHARING_PROBE} was not timed"
+    else:
+        why = None
+    return {
+        "joint_architecture": architecture,
+        "hard_sharing_step_seconds": hard_sharing,
+        "joint_over_hard_sharing": None if hard_sharing is None else joint / hard_sharing,
+        "joint_over_hard_sharing_undefined": why,
+        "joint_over_hard_sharing_method": None
+        if hard_sharing is None
+        else ARCHITECTURE_COST_METHOD.format(architecture=architecture, rounds=rounds, steps=steps),
+    }

@@ -13,6 +13,7 @@ before its runtime starts, so it must be the first TensorFlow work of the proces
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -71,13 +72,25 @@ def make_strategy(kind: str, cpu_replicas: int = 1) -> tf.distribute.Strategy:
                 '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
                 '"task": {"type": "worker", "index": 0}})'
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker()
     if gpus:
-        return tf.distribute.MirroredStrategy(
-            [d.name for d in tf.config.list_logical_devices("GPU")]
-        )
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(cpus)
+        return _mirrored(tuple(d.name for d in tf.config.list_logical_devices("GPU")))
+    return _mirrored(tuple(d.name for d in tf.config.list_logical_devices("CPU")))
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One strategy per process and device list. Every ``MirroredStrategy`` made in a process
+    starts its collective keys afresh, so a second one (the next job of a Hydra multirun) reuses
+    the first's keys and its all-reduces fail with "Shape mismatch in the collective instance";
+    reusing the strategy is safe (its variables belong to the models, not to it)."""
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+@functools.cache
+def _multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """One per process: TensorFlow configures the collective runtime once, with the first."""
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def describe(strategy: tf.distribute.Strategy) -> dict[str, object]:

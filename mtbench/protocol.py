@@ -41,7 +41,14 @@ from mtbench.config import (
     check_keys,
     check_values,
 )
-from mtbench.cost import cost_comparison, flag_load, interleaved_step_seconds, load_summary
+from mtbench.cost import (
+    HARD_SHARING_PROBE,
+    cost_comparison,
+    flag_load,
+    interleaved_step_seconds,
+    load_summary,
+    not_measured,
+)
 from mtbench.data import DatasetError, DatasetSplits, Split, validate
 from mtbench.distribute import describe as describe_strategy
 from mtbench.distribute import is_chief, make_strategy
@@ -127,24 +134,29 @@ def build_model(
     preprocessing: dict[str, Any] | None = None,
     *,
     joint: bool = True,
+    architecture: Any = None,
 ) -> MultiTaskNetwork:
     """The model of ``cfg`` for ``tasks`` of ``data`` (see :func:`model.build_model`) after the
     dataset's preprocessing layer (given serialised: each model gets its own copy): the joint
-    run's with ``cfg.architecture``, a single-task run's with hard sharing (every architecture is
-    compared with the same single-task networks).
+    run's with ``cfg.architecture`` (or ``architecture``, a plugin config, where given: the cost
+    probe's hard-sharing counterpart), a single-task run's with hard sharing (every architecture
+    is compared with the same single-task networks).
 
     Heads that ask for the dataset's hierarchy see it even when this run trains one of its tasks.
     """
     import keras
 
     layer = None if preprocessing is None else keras.saving.deserialize_keras_object(preprocessing)
+    chosen = None  # single-task runs: hard sharing
+    if joint:
+        chosen = cfg.architecture if architecture is None else architecture
     example = tf.nest.map_structure(lambda a: np.zeros_like(a[:1]), data.train.x)
     return model_module.build_model(
         cfg.backbone,
         cfg.head,
         [data.task(t) for t in tasks],
         example,
-        architecture=cfg.architecture if joint else None,
+        architecture=chosen,
         hierarchy=data.hierarchy,
         precision=precision,
         seed=seed,
@@ -447,7 +459,15 @@ class Benchmark:
         self.results["budget"] = self._budget_record()
         self.results["comparison"] = self._compare(tasks, data)
         if self.results["comparison"] is not None:
-            self.results["comparison"]["cost"] = self._measure_cost(setup)
+            config = self.benchmark_config
+            cost = self._measure_cost(setup)
+            why = None
+            if not self._wants_cost():
+                why = not_measured(config.cost_rounds, config.cost_steps)
+            elif cost is None:
+                why = "the probe timed no joint run or not a single-task run of every task"
+            self.results["comparison"]["cost"] = cost
+            self.results["comparison"]["cost_undefined"] = why
         self._trainers.clear()
 
     def _select_tasks(self, data: DatasetSplits, kinds: dict[str, TaskKind]) -> list[str]:
@@ -552,16 +572,21 @@ class Benchmark:
         setup: _Setup,
         logdir: Path | None = None,
         checkpoint_dir: Path | None = None,
+        architecture: Any = None,
     ) -> Trainer:
-        """A fresh model (initialised from the seed) and its trainer for ``plan``."""
+        """A fresh model (initialised from the seed) and its trainer for ``plan``; a joint
+        ``plan`` with ``architecture`` (a plugin config) gets that architecture instead of the
+        config's (the cost probe's hard-sharing counterpart)."""
         data, precision, strategy = setup.data, setup.precision, self.strategy
-        prebuilt = self._prebuilt.pop(plan.tasks, None) if plan.joint else None
+        own = plan.joint and architecture is None
+        prebuilt = self._prebuilt.pop(plan.tasks, None) if own else None
         if prebuilt is not None:  # built from the same seed by _setup and never trained
             model, weighting = prebuilt
         else:
             with strategy.scope():
                 model = build_model(self.cfg, data, plan.tasks, precision, int(self.cfg.seed),
-                                    setup.preprocessing, joint=plan.joint)  # fmt: skip
+                                    setup.preprocessing, joint=plan.joint,
+                                    architecture=architecture)  # fmt: skip
                 weighting = self._make_weighting(plan.joint)
         budget = self.benchmark_config
         return Trainer(
@@ -586,11 +611,14 @@ class Benchmark:
     def _measure_cost(self, setup: _Setup) -> dict[str, Any] | None:
         """The load-robust cost ratio (see :mod:`mtbench.cost`): every run's training step timed
         in interleaved rounds in this process. Runs trained here are reused (already compiled);
-        runs resumed or taken from the baseline cache are built afresh."""
+        runs resumed or taken from the baseline cache are built afresh. A joint run whose
+        architecture is not hard sharing is also timed against a hard-sharing joint model built
+        here (:data:`~mtbench.cost.HARD_SHARING_PROBE`, never trained), in the same rounds."""
         if not self._wants_cost():
             return None
         config = self.benchmark_config
         tasks = setup.tasks
+        architecture = str(self.cfg.architecture.name)
         steppers, steps_per_epoch = {}, {}
         for plan in plan_runs(tasks, single_task=True):
             trainer = self._trainers.get(plan.name)
@@ -602,22 +630,48 @@ class Benchmark:
             iterator = trainer.step_iterator(batches)
             steps_per_epoch[plan.name] = int(batches.steps_per_epoch)
             steppers[plan.name] = lambda count, t=trainer, it=iterator: t.run_steps(it, count)
+        unavailable = None
+        if architecture != DEFAULT_ARCHITECTURE and records.JOINT_RUN in steppers:
+            stepper, unavailable = self._hard_sharing_stepper(setup)
+            if stepper is not None:
+                steppers[HARD_SHARING_PROBE] = stepper
         # at most about a tenth of a run's training steps, so small benchmarks stay small
         rounds = config.cost_rounds
-        run_steps = batches.steps_per_epoch * self.trainer_config.epochs
+        run_steps = steps_per_epoch[records.JOINT_RUN] * self.trainer_config.epochs
         steps = min(config.cost_steps, max(1, run_steps // (10 * (rounds + 1))))
         tick = time.perf_counter()
         seconds = interleaved_step_seconds(steppers, rounds=rounds, steps=steps)
         record = cost_comparison(
-            seconds, tasks, rounds=rounds, steps=steps, steps_per_epoch=steps_per_epoch
-        )
+            seconds, tasks, rounds=rounds, steps=steps, steps_per_epoch=steps_per_epoch,
+            architecture=architecture, hard_sharing_undefined=unavailable,
+        )  # fmt: skip
         if record is not None:
             record["probe_seconds"] = time.perf_counter() - tick
             log.info(
                 "cost (interleaved steps, load-robust): joint step = %.2f x the sum of the "
                 "single-task steps", record["joint_over_singles"],
             )  # fmt: skip
+            if record["joint_over_hard_sharing"] is not None:
+                log.info(
+                    "cost: a joint step of %s = %.2f x a joint step of %s",
+                    architecture, record["joint_over_hard_sharing"], DEFAULT_ARCHITECTURE,
+                )  # fmt: skip
         return record
+
+    def _hard_sharing_stepper(self, setup: _Setup) -> tuple[Any, str | None]:
+        """A stepper of a hard-sharing joint model with this config's backbone, heads, weighting,
+        batch size, data and precision (compiled, never trained), or ``None`` and why it could
+        not be built (the ratio is then recorded as undefined; the benchmark goes on)."""
+        plan = RunPlan(records.JOINT_RUN, tuple(setup.tasks), True)
+        try:
+            trainer = self._trainer(plan, setup, architecture={"name": DEFAULT_ARCHITECTURE})
+            batches = trainer.prepare(self._training_examples(plan, setup))
+        except (ConfigError, registry.PluginError, ValueError) as exc:
+            why = f"the hard-sharing joint model could not be built for the cost probe: {exc}"
+            log.warning("cost: %s", why)
+            return None, why
+        iterator = trainer.step_iterator(batches)
+        return (lambda count: trainer.run_steps(iterator, count)), None
 
     def _budget_record(self) -> dict[str, Any] | None:
         budget = self.benchmark_config.time_budget_s

@@ -79,16 +79,28 @@ run, so a crash keeps what was finished; a value that is not a finite number is 
          "hierarchy_consistency": null | 0.0,        # joint model
          "hierarchy_consistency_single": null | 0.0, # the two single-task models together
          "cost": null | {"method": "...", "step_seconds": {"<run>": 0.0}, "probe_seconds": 0.0,
+                         "rounds": 5, "steps": 20,            # the probe's interleaved rounds
+                         "timed": ["single:<task>", "joint", "joint (hard_sharing)"],
                          "joint_over_singles": 0.0, "joint_over_single": {"<task>": 0.0},
-                         "joint_epoch_over_singles": 0.0, "steps_per_epoch": {"<run>": 0}}}}
+                         "joint_epoch_over_singles": 0.0, "steps_per_epoch": {"<run>": 0},
+                         "joint_architecture": "mmoe",
+                         "hard_sharing_step_seconds": null | 0.0,
+                         "joint_over_hard_sharing": null | 0.0,
+                         "joint_over_hard_sharing_undefined": null | "<why>",
+                         "joint_over_hard_sharing_method": null | "..."},
+         "cost_undefined": null | "<why>"}}          # why "cost" is null (the probe was off)
 
 A failed run keeps ``name``, ``tasks``, ``status`` and ``error`` (``test`` is null); it is never
-reported as a number. ``parameter_counts`` (numbers of scalars, trainable only): ``shared`` are the
-variables the architecture declares shared (more than one task's loss reaches them); ``per_task[t]``
-the task variables only task ``t``'s loss reaches, ``task_specific_unattributed`` task variables
-several tasks' losses reach (e.g. a hierarchical head); see
-:func:`mtbench.architecture.parameter_counts`. Units: each metric says its own (``fraction``:
-0..1, shown as %); times are wall-clock seconds; memory is MiB.
+reported as a number. ``comparison.cost`` is :func:`mtbench.cost.cost_comparison`'s record:
+``joint_over_hard_sharing`` (median joint step / median step of a hard-sharing joint model timed in
+the same rounds, ``"joint (hard_sharing)"`` in ``timed``) is null, with the reason in
+``joint_over_hard_sharing_undefined``, for a hard-sharing joint run (1 by definition, not reported);
+cost records written before it lack these keys. ``parameter_counts`` (numbers of scalars, trainable
+only): ``shared`` are the variables the architecture declares shared (more than one task's loss
+reaches them); ``per_task[t]`` the task variables only task ``t``'s loss reaches,
+``task_specific_unattributed`` task variables several tasks' losses reach (e.g. a hierarchical
+head); see :func:`mtbench.architecture.parameter_counts`. Units: each metric says its own
+(``fraction``: 0..1, shown as %); times are wall-clock seconds; memory is MiB.
 
 **Older files.** Files written before architectures existed were trained with hard sharing:
 :func:`load` gives their ``config`` ``architecture: {name: hard_sharing}`` and their runs

@@ -242,6 +242,9 @@ def cost_lines(results: Mapping[str, Any]) -> list[str]:
             ),
             "",
         ]
+        lines += _hard_sharing_lines(cost)
+    elif (results.get("comparison") or {}).get("cost_undefined"):
+        lines += [f"No load-robust cost: {results['comparison']['cost_undefined']}.", ""]
     flagged = [r for r in results["runs"] if (r.get("load") or {}).get("flagged")]
     if flagged:
         lines += ["**Busy machine:** the wall-clock times of these runs are not comparable with "
@@ -250,6 +253,25 @@ def cost_lines(results: Mapping[str, Any]) -> list[str]:
         lines += [f"- `{r['name']}`: " + "; ".join(r["load"]["reasons"]) for r in flagged]
         lines.append("")
     return lines
+
+
+def _hard_sharing_lines(cost: Mapping[str, Any]) -> list[str]:
+    """The joint step against hard sharing's (``joint_over_hard_sharing``), or why there is no
+    such ratio; nothing for a cost record written before it existed."""
+    if "joint_over_hard_sharing" not in cost:
+        return []
+    ratio, architecture = cost["joint_over_hard_sharing"], cost.get("joint_architecture")
+    if ratio is None:
+        why = cost.get("joint_over_hard_sharing_undefined") or "not recorded"
+        return [f"Step against hard sharing: not reported ({why}).", ""]
+    joint_ms = 1e3 * cost["step_seconds"][records.JOINT_RUN]
+    hard_ms = 1e3 * cost["hard_sharing_step_seconds"]
+    return [
+        f"**Against hard sharing: a joint step of {architecture} costs {ratio:.2f}x a joint step "
+        f"of hard sharing** ({joint_ms:.2f} ms against {hard_ms:.2f} ms per step; measured as "
+        f"{cost['joint_over_hard_sharing_method']}).",
+        "",
+    ]
 
 
 def delta_m_text(comparison: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -195,3 +196,85 @@ def aggregate(weighting, grads, losses=None):
         _compiled[id(weighting)] = (weighting, tf.function(function))
     update, weights = _compiled[id(weighting)][1](grads, losses)
     return update.numpy().astype(np.float64), weights.numpy().astype(np.float64)
+
+
+# ----------------------------------------------------------------------- tiny architectures
+#: Small options that still exercise each architecture's structure (a shared bottom, several
+#: levels, a number of experts that is not a power of two) on :func:`tiny_architecture_model`'s
+#: two-stage MLP; an architecture not named here is built with its defaults.
+SMALL_ARCHITECTURE_OPTIONS = {
+    "mmoe": {"num_experts": 2, "expert_stages": 1},
+    "cgc": {"shared_experts": 1, "task_experts": 1, "expert_stages": 1},
+    "ple": {"shared_experts": 1, "task_experts": 1, "num_levels": 2},
+    "dselect_k": {"num_experts": 3, "k": 2, "expert_stages": 1, "entropy_weight": 0.1},
+}
+
+
+def tiny_vector_tasks():
+    """Two tasks of 3 and 2 classes on 6-feature vectors."""
+    from mtbench.tasks import TaskSpec
+
+    return (TaskSpec("a", 3), TaskSpec("b", 2))
+
+
+def tiny_vector_split(size: int, seed: int):
+    """``size`` random 6-feature float32 vectors with random labels for
+    :func:`tiny_vector_tasks`."""
+    import numpy as np
+
+    from mtbench.data import Split
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(size, 6)).astype(np.float32)
+    return Split(x, {t.name: rng.integers(0, t.num_classes, size) for t in tiny_vector_tasks()})
+
+
+def tiny_architecture_model(name: str, seed: int = 0, dropout: float = 0.0):
+    """The architecture ``name`` (with :data:`SMALL_ARCHITECTURE_OPTIONS`) on an MLP of two
+    8-unit stages for :func:`tiny_vector_tasks`, built from ``seed`` (call it under the strategy's
+    scope to train it under a strategy)."""
+    import numpy as np
+
+    from mtbench.model import build_model
+
+    return build_model(
+        {"name": "mlp", "hidden_units": [8, 8], "dropout": dropout}, {"name": "dense"},
+        tiny_vector_tasks(), np.zeros((1, 6), np.float32),
+        architecture={"name": name, **SMALL_ARCHITECTURE_OPTIONS.get(name, {})}, seed=seed,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def before_training_step(step: int, action):
+    """Within the block, every :class:`~mtbench.trainer.Trainer` calls ``action()`` once, just
+    before its training step number ``step`` (1-based, counted from the start of its ``fit``, a
+    resumed one included; with ``steps_per_call=1`` exactly there, else before the call that
+    runs it). An action that raises ``KeyboardInterrupt`` is Ctrl-C: the trainer saves a
+    checkpoint of the moment and raises ``Interrupted``; any other exception propagates and
+    saves nothing. An action that copies the checkpoint directory leaves what SIGKILL at that
+    moment would leave on disk."""
+    import importlib
+
+    import pytest
+
+    from mtbench.trainer import Trainer
+
+    module = importlib.import_module(Trainer.__module__)  # where _build finds train_function
+    real = module.train_function
+
+    def with_action(*args, **kwargs):
+        train_call = real(*args, **kwargs)
+        done = 0
+
+        def call(iterator, count):
+            nonlocal done
+            if done < step <= done + int(count):
+                action()
+            train_call(iterator, count)
+            done += int(count)
+
+        return call
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "train_function", with_action)  # raising=True: a rename fails here
+        yield

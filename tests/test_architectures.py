@@ -3,7 +3,8 @@ method (or refuses it before training, saying why), declares exactly the variabl
 tasks' losses reach as shared, reloads through Keras and through the trainer's checkpoints with
 identical outputs; hard sharing is the model built the old way; the reference backbones' stages
 compose to the backbone; bad options, a backbone without stages and a head that links tasks are
-refused with the option and the allowed values.
+refused with the option and the allowed values. Every architecture works on the molecule
+backbones (whose stages pass a dict state), checked with the conformance suite.
 
 The matrix of architectures x weighting methods runs on the tiniest model (an MLP of two 8-unit
 stages on 6 features, two tasks, two steps): a representative method per code path of the
@@ -35,6 +36,7 @@ from mtbench.data import Split, TaskHierarchy
 from mtbench.inputs import ImagePreprocessing
 from mtbench.model import MultiTaskModel, MultiTaskNetwork, build_model
 from mtbench.tasks import TaskSpec, task_kinds
+from mtbench.testing import ArchitectureSuite, ArraySpec
 from mtbench.trainer import Trainer
 from mtbench.weighting import GradientWeighting
 from mtbench_plugins.architectures import options
@@ -45,6 +47,7 @@ from mtbench_plugins.architectures.hard_sharing import hard_sharing
 from mtbench_plugins.architectures.mmoe import MMoE
 from mtbench_plugins.architectures.mtan import MTAN
 from mtbench_plugins.architectures.ple import PLE
+from mtbench_plugins.datasets.qm9 import MoleculePreprocessing
 
 # The reference architectures as pyproject.toml declares them ("architecture.<name>" entry
 # points); registered here as well so that these tests also run in a checkout installed before
@@ -404,23 +407,222 @@ def test_a_backbone_without_stages_is_refused_naming_what_is_missing():
         assert len(model.experts) == 2
 
 
+MOLECULE_EXAMPLE = {
+    "z": np.ones((1, 8), np.float32),
+    "r": np.zeros((1, 8, 3), np.float32),
+    "mask": np.ones((1, 8), np.float32),
+}
+
+
 def test_gates_on_dict_inputs_of_a_backbone_without_stages_point_at_hard_sharing():
-    """Molecules reach the backbone as a dict: gates cannot read it, and a backbone without
-    stages cannot put a shared bottom before them, so the message must not send the user to
-    expert_stages (which would then be refused for the missing stages)."""
-    example = {
-        "z": np.ones((1, 8), np.float32),
-        "r": np.zeros((1, 8, 3), np.float32),
-        "mask": np.ones((1, 8), np.float32),
-    }
-    backbone = {"name": "descriptor_mlp", "bins": 4, "max_distance": 4.0, "hidden_units": [8]}
-    for name in ("mmoe", "cgc", "dselect_k"):
+    """Dict inputs (molecules) reach the backbone as they are: gates cannot read them, and a
+    backbone without stages cannot put a shared bottom before them, so the message must not send
+    the user to expert_stages (which would then be refused for the missing stages)."""
+
+    class AtomSum(keras.layers.Layer):
+        def call(self, inputs):
+            return keras.ops.sum(inputs["r"], axis=1)
+
+    with registry.isolated():
+        registry.register("backbone", "atom_sum_without_stages")(AtomSum)
+        for name in ("mmoe", "cgc", "dselect_k"):
+            with pytest.raises(ArchitectureError, match="no shared bottom") as caught:
+                build_model(
+                    {"name": "atom_sum_without_stages"}, {"name": "dense"}, TINY_TASKS,
+                    MOLECULE_EXAMPLE, architecture={"name": name},
+                )  # fmt: skip
+            assert "architecture=hard_sharing" in str(caught.value)
+            assert "expert_stages" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "backbone,count",
+    [
+        ({"name": "descriptor_mlp", "bins": 4, "max_distance": 4.0, "hidden_units": [8]}, 2),
+        ({"name": "schnet", "hidden": 4, "filters": 4, "interactions": 1, "rbf": 3}, 3),
+    ],
+    ids=["descriptor_mlp", "schnet"],
+)
+def test_gates_on_dict_inputs_of_a_backbone_with_stages_ask_for_a_shared_bottom(backbone, count):
+    """Whole backbones as experts (or PLE levels over every stage) leave the gates the dict of
+    inputs: the message gives the expert_stages that put a shared bottom before them, and that
+    value builds."""
+    for config in ({"name": "mmoe"}, {"name": "ple", "num_levels": count - 1}):
         with pytest.raises(ArchitectureError, match="no shared bottom") as caught:
+            build_model(backbone, {"name": "dense"}, TINY_TASKS, MOLECULE_EXAMPLE,
+                        architecture=config)  # fmt: skip
+        assert (
+            f"expert_stages to at most {count - 1} (backbone '{backbone['name']}' has {count} "
+            "stages)"
+        ) in str(caught.value)
+        model = build_model(
+            backbone, {"name": "dense"}, TINY_TASKS, MOLECULE_EXAMPLE,
+            architecture={**config, "expert_stages": count - 1},
+        )  # fmt: skip
+        assert model.bottom is not None
+    # as many levels as stages: none is left for a bottom
+    with pytest.raises(ArchitectureError, match=rf"{count - 1} are left for the {count} levels"):
+        build_model(backbone, {"name": "dense"}, TINY_TASKS, MOLECULE_EXAMPLE,
+                    architecture={"name": "ple", "num_levels": count})  # fmt: skip
+
+
+def test_a_stage_that_passes_a_dict_without_features_is_refused():
+    class Pair(keras.layers.Layer):
+        def call(self, x):
+            return {"left": x, "right": x}
+
+        def compute_output_shape(self, shape):
+            return {"left": shape, "right": shape}
+
+    class Join(keras.layers.Layer):
+        def call(self, state):
+            return state["left"] + state["right"]
+
+        def compute_output_shape(self, shape):
+            return shape["left"]
+
+    class Split2(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.parts = [Pair(name="pair"), Join(name="join")]
+
+        def stages(self):
+            return list(self.parts)
+
+        def call(self, x):
+            return self.parts[1](self.parts[0](x))
+
+    with registry.isolated():
+        registry.register("backbone", "dict_without_features")(Split2)
+        with pytest.raises(
+            ArchitectureError,
+            match=r"stage 'pair' .* \['left', 'right'\]: a stage"
+            r" that passes a dict must hold the features under 'features'",
+        ):
             build_model(
-                backbone, {"name": "dense"}, TINY_TASKS, example, architecture={"name": name}
-            )
-        assert "architecture=hard_sharing" in str(caught.value)
-        assert "expert_stages" not in str(caught.value)
+                {"name": "dict_without_features"}, {"name": "dense"}, TINY_TASKS,
+                np.zeros((1, 6), np.float32), architecture={"name": "cross_stitch"},
+            )  # fmt: skip
+
+
+# ------------------------------------------------------------------------ on molecules
+# Every architecture on the molecule backbones, through the conformance suite: padded molecules
+# (dict inputs, the qm9 dataset's preprocessing), the state between SchNet's stages a dict of
+# atom features, mask and geometry. Options put a shared bottom before the gates (the dict of
+# inputs is no stage state) and, for PLE, a level boundary inside the interaction blocks.
+MOLECULE_OPTIONS = {
+    "hard_sharing": {},
+    "mmoe": {"num_experts": 2, "expert_stages": 2},
+    "cgc": {"shared_experts": 1, "task_experts": 1, "expert_stages": 1},
+    "ple": {"shared_experts": 1, "task_experts": 1, "num_levels": 2, "expert_stages": 2},
+    "dselect_k": {"num_experts": 3, "k": 2, "expert_stages": 2},
+    "cross_stitch": {},
+    "mtan": {},
+}
+MOLECULE_BACKBONES = {  # SchNet: embedding, 2 blocks, readout; the descriptor, 2 dense layers
+    "schnet": {"name": "schnet", "hidden": 8, "filters": 6, "interactions": 2, "rbf": 7,
+               "cutoff": 4.0},
+    "descriptor_mlp": {"name": "descriptor_mlp", "bins": 6, "max_distance": 4.0,
+                       "hidden_units": [8, 8]},
+}  # fmt: skip
+MOLECULES = {  # random atoms in 8 slots, a random mask
+    "z": ArraySpec((8,), "int32", 1, 10),
+    "r": ArraySpec((8, 3), low=-2.0, high=2.0),
+    "mask": ArraySpec((8,), "bool"),
+}
+
+
+def _molecule_suite(name: str, backbone: str) -> ArchitectureSuite:
+    class OnMolecules(ArchitectureSuite):
+        config = {"name": name, **MOLECULE_OPTIONS[name]}
+        inputs = MOLECULES
+        preprocessing = MoleculePreprocessing
+        tasks = (TaskSpec("energy", kind="regression"), TaskSpec("gap", kind="regression"),
+                 TaskSpec("kind", 3))  # fmt: skip
+
+    OnMolecules.backbone = MOLECULE_BACKBONES[backbone]
+    return OnMolecules()
+
+
+MOLECULE_CASES = [
+    pytest.param(a, b, id=f"{a}-{b}") for a in MOLECULE_OPTIONS for b in MOLECULE_BACKBONES
+]
+
+
+def test_every_architecture_has_molecule_options():
+    assert set(MOLECULE_OPTIONS) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name,backbone", MOLECULE_CASES)
+def test_every_architecture_on_molecules_declares_its_variables_and_reloads(
+    name, backbone, tmp_path
+):
+    suite = _molecule_suite(name, backbone)
+    model = suite.build()
+    suite.check_outputs(model)
+    suite.check_declared_once(model)
+    suite.check_shared_are_reached_by_several_tasks(model)
+    suite.check_shared_representation(model)
+    suite.check_reloads(model, tmp_path)
+
+
+def _training_cases() -> list:
+    """SchNet with ew in the default run (the dict state between its stages); descriptor_mlp
+    (whose stages pass tensors, as the tiny MLP of tests/test_conformance.py) and the gradient
+    method with -m slow."""
+    return [
+        pytest.param(
+            a, b, level, id=f"{a}-{b}-{level}",
+            marks=() if (b, level) == ("schnet", "loss") else (pytest.mark.slow,),
+        )
+        for a in MOLECULE_OPTIONS
+        for b in MOLECULE_BACKBONES
+        for level in ("loss", "gradient")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,backbone,level", _training_cases())
+def test_every_architecture_trains_on_molecules(name, backbone, level):
+    suite = _molecule_suite(name, backbone)
+    suite.test_a_few_training_steps_give_finite_losses_and_move_the_weights(level)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,backbone", MOLECULE_CASES)
+def test_every_architecture_on_molecules_builds_alike_for_a_seed_and_in_mixed_bfloat16(
+    name, backbone
+):
+    suite = _molecule_suite(name, backbone)
+    suite.test_a_seed_builds_the_same_variables_in_the_same_order()
+    suite.test_mixed_bfloat16()
+
+
+@pytest.mark.parametrize("name", list(MOLECULE_OPTIONS))
+def test_no_architecture_depends_on_the_order_of_the_atoms_or_the_padding(name):
+    """SchNet's features do not (tests/test_schnet.py); nor may what an architecture adds: gates
+    read the atom features averaged over the real atoms, MTAN's batch norms and pooling use the
+    real atoms only, mixing and stitching act atom by atom. Permuting the atoms or padding more
+    leaves every task's outputs as they were (up to round-off), in inference and in training
+    (batch statistics)."""
+    suite = _molecule_suite(name, "schnet")
+    model = suite.build()
+    batch = suite.batch(4, salt=9)
+    batch["mask"][:, 0] = True  # every molecule has an atom
+    order = np.random.default_rng(3).permutation(8)
+    permuted = {k: v[:, order] for k, v in batch.items()}
+    padded = {
+        "z": np.pad(batch["z"], ((0, 0), (0, 3)), constant_values=6),  # masked out
+        "r": np.pad(batch["r"], ((0, 0), (0, 3), (0, 0)), constant_values=5.0),
+        "mask": np.pad(batch["mask"], ((0, 0), (0, 3))),
+    }
+    for training in (False, True):
+        outputs = model(batch, training=training)
+        for other in (permuted, padded):
+            for task, value in model(other, training=training).items():
+                np.testing.assert_allclose(
+                    value.numpy(), outputs[task].numpy(), rtol=1e-4, atol=1e-5,
+                    err_msg=f"task '{task}', training={training}",
+                )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- refusals

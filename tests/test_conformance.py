@@ -18,6 +18,11 @@ the property tests it had before the suites), each a mixin:
 
 Every reference method meets every claim it makes (gls, gradnorm, scaleinvls and dwa were fixed
 to stay finite when a batch holds no label for a task).
+
+Every reference architecture runs :class:`~mtbench.testing.ArchitectureSuite` on the suite's
+tiny MLP (two stages), with the options that refuse a value listed; tests/test_architectures.py
+runs it on the molecule backbones. Broken toy plugins show that each suite fails what breaks its
+contract.
 """
 
 from __future__ import annotations
@@ -25,15 +30,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import mtbench
 from mtbench import registry
+from mtbench.architecture import PerTaskHeads
 from mtbench.data import DatasetSplits, Split, TaskHierarchy
 from mtbench.tasks import Classification, ClassificationOptions, TaskSpec
 from mtbench.testing import (
+    ArchitectureSuite,
     ArraySpec,
     BackboneSuite,
     DatasetSuite,
@@ -465,6 +473,68 @@ def test_every_reference_model_plugin_has_a_conformance_class():
         assert not missing, f"add a {suite.__name__} subclass for the {kind}s {missing}"
 
 
+# -------------------------------------------------------------------------------- architectures
+class TestHardSharing(ArchitectureSuite):
+    config = {"name": "hard_sharing"}
+
+
+class TestMMoE(ArchitectureSuite):
+    config = {"name": "mmoe", "num_experts": 2, "expert_stages": 1}
+    invalid_options = [
+        ({"num_experts": 0}, r"architecture\.num_experts=0 .* >= 1"),
+        ({"gate_temperature": 0.0}, r"architecture\.gate_temperature=0\.0 .* > 0"),
+        ({"expert_stages": 0}, r"architecture\.expert_stages=0 .* >= 1"),
+    ]
+
+
+class TestCGC(ArchitectureSuite):
+    config = {"name": "cgc", "shared_experts": 1, "task_experts": 1, "expert_stages": 1}
+    invalid_options = [
+        ({"shared_experts": 0}, r"architecture\.shared_experts=0 .* >= 1"),
+        ({"task_experts": 0}, r"architecture\.task_experts=0 .* >= 1"),
+    ]
+
+
+class TestPLE(ArchitectureSuite):
+    config = {"name": "ple", "shared_experts": 1, "task_experts": 1, "num_levels": 2}
+    invalid_options = [
+        ({"num_levels": 0}, r"architecture\.num_levels=0 .* >= 1"),
+        ({"num_levels": 3, "expert_stages": 2}, r"num_levels=3 .* <= expert_stages \(2\)"),
+    ]
+
+
+class TestDSelectK(ArchitectureSuite):
+    # three experts: not a power of two (the validity penalty); the entropy term on
+    config = {"name": "dselect_k", "num_experts": 3, "k": 2, "expert_stages": 1,
+              "entropy_weight": 0.1}  # fmt: skip
+    invalid_options = [
+        ({"k": 4}, r"architecture\.k=4 .* in 1\.\.num_experts \(1\.\.3\)"),
+        ({"gamma": 0.0}, r"architecture\.gamma=0\.0 .* > 0"),
+        ({"entropy_weight": -0.1}, r"architecture\.entropy_weight=-0\.1 .* >= 0"),
+    ]
+
+
+class TestCrossStitch(ArchitectureSuite):
+    config = {"name": "cross_stitch"}
+    invalid_options = [({"self_weight": 0.0}, r"architecture\.self_weight=0\.0 .* \(0, 1\]")]
+
+
+class TestMTAN(ArchitectureSuite):
+    config = {"name": "mtan"}
+
+
+def test_every_registered_architecture_has_a_conformance_class():
+    reference = [
+        name
+        for name in mtbench.list_plugins("architecture")
+        if mtbench.get_plugin("architecture", name).factory.__module__.startswith(
+            "mtbench_plugins."
+        )
+    ]
+    missing = sorted(set(reference) - set(_suite_configs(ArchitectureSuite)))
+    assert not missing, f"add an ArchitectureSuite subclass for the architectures {missing}"
+
+
 # ---------------------------------------------------------------------------- the suites can fail
 class _FavoursTheFirstTask(LossWeighting):
     """A broken method: every weight on the first task, whatever the order of the tasks."""
@@ -519,3 +589,100 @@ def test_the_suites_fail_plugins_that_break_their_contract():
         Dataset().test_load_returns_splits_that_validate(dict(Dataset.config))
         with pytest.raises(AssertionError, match="5 examples of the val split"):
             Dataset().test_splits_share_no_example(dict(Dataset.config))
+
+
+class _AdapterNetwork(PerTaskHeads):
+    """A toy architecture: the backbone, then a dense adapter every task reads, then a head per
+    task. Subclasses break its declaration in one way each."""
+
+    architecture = "adapter"
+
+    def __init__(self, parts, preprocessing=None, **options):
+        super().__init__(parts, preprocessing, **options)
+        self.backbone = self.parts.make_backbone()
+        self.adapter = keras.layers.Dense(4, name="adapter")
+        self.make_heads()
+
+    def features(self, inputs, training=False):
+        x = self.adapter(self.backbone(self.preprocess(inputs), training=training))
+        return {t: x for t in self.parts.task_names}
+
+    def shared_layers(self):
+        return [self.backbone, self.adapter]
+
+    def task_layers(self, task):
+        return [self.heads[task]]
+
+
+class _AdapterForgotten(_AdapterNetwork):
+    """Broken: the adapter, which every task reads, is declared nowhere."""
+
+    def shared_layers(self):
+        return [self.backbone]
+
+
+class _AdapterOfOneTask(_AdapterNetwork):
+    """Broken: the adapter, which every task reads, is declared the first task's own."""
+
+    def shared_layers(self):
+        return [self.backbone]
+
+    def task_layers(self, task):
+        first = task == self.parts.task_names[0]
+        return [self.heads[task], *([self.adapter] if first else [])]
+
+
+class _ClaimsOneRepresentation(_AdapterNetwork):
+    """Broken: claims the one representation feature-level methods need, but returns one per
+    task."""
+
+    shared_representation = True
+
+
+def test_the_architecture_suite_fails_architectures_that_break_their_contract():
+    with registry.isolated():
+        for name, factory in (
+            ("adapter", _AdapterNetwork),
+            ("adapter_forgotten", _AdapterForgotten),
+            ("adapter_of_one_task", _AdapterOfOneTask),
+            ("claims_one_representation", _ClaimsOneRepresentation),
+        ):
+            mtbench.register("architecture", name)(factory)
+
+        class Sound(ArchitectureSuite):
+            config = {"name": "adapter"}
+
+        # the toy itself passes, so the failures below are the breakages'
+        Sound().test_shared_and_task_variables_hold_every_trainable_variable_once()
+        Sound().test_shared_variables_are_exactly_those_several_tasks_reach()
+        Sound().test_shared_representation_is_what_check_weighting_relies_on()
+
+        class Forgotten(ArchitectureSuite):
+            config = {"name": "adapter_forgotten"}
+
+        with pytest.raises(AssertionError, match=r"neither shared nor task variables: .*adapter"):
+            Forgotten().test_shared_and_task_variables_hold_every_trainable_variable_once()
+
+        class OfOneTask(ArchitectureSuite):
+            config = {"name": "adapter_of_one_task"}
+
+        OfOneTask().test_shared_and_task_variables_hold_every_trainable_variable_once()
+        with pytest.raises(
+            AssertionError,
+            match=r"adapter/kernel is declared a task variable, but the outputs of tasks "
+            r"\['label', 'other', 'target'\] reach it",
+        ):
+            OfOneTask().test_shared_variables_are_exactly_those_several_tasks_reach()
+
+        class OneRepresentation(ArchitectureSuite):
+            config = {"name": "claims_one_representation"}
+
+        with pytest.raises(AssertionError, match="features\\(\\) returned a dict"):
+            OneRepresentation().test_shared_representation_is_what_check_weighting_relies_on()
+
+        class Refusals(ArchitectureSuite):  # claims a refusal the plugin does not make
+            config = {"name": "mmoe", "num_experts": 2, "expert_stages": 1}
+            invalid_options = [({"num_experts": 3}, "num_experts")]
+
+        with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+            Refusals().test_refuses_invalid_options()

@@ -564,6 +564,205 @@ def test_flagged_load_is_marked_and_the_load_robust_cost_is_shown(tmp_path):
     assert csv_rows["static"]["joint_over_singles_cost_n"] == "0"
 
 
+# ------------------------------------------------------------------ architectures: rows and size
+MMOE = {"name": "mmoe", "num_experts": 4, "expert_stages": None, "gate_temperature": 1.0}
+#: parameter_counts of the joint model per architecture (numbers of trainable scalars)
+COUNTS = {
+    "hard_sharing": {"trainable": 12_345, "shared": 10_000, "task_specific": 2_345,
+                     "per_task": {"fine": 2_000, "coarse": 345}, "task_specific_unattributed": 0},
+    "mmoe": {"trainable": 50_123, "shared": 47_778, "task_specific": 2_345,
+             "per_task": {"fine": 2_000, "coarse": 300}, "task_specific_unattributed": 45},
+}  # fmt: skip
+#: the mmoe row's joint step over hard sharing's, per seed: mean 2.2, std 0.2
+OVER_HARD_SHARING = {0: 2.0, 1: 2.2, 2: 2.4}
+
+
+def _architecture_config(seed: int, architecture: dict | None) -> dict:
+    """``_config`` with an architecture; ``None``: a file written before architectures existed
+    (no ``architecture`` key in its config or runs)."""
+    config = _config(seed)
+    return config if architecture is None else {**config, "architecture": architecture}
+
+
+def _size_and_cost(architecture: str, seed: int, scope: str = "run"):
+    """What results.json records of the joint model's size and cost, per architecture."""
+
+    def change(results: dict) -> None:
+        joint = next(r for r in results["runs"] if r["name"] == "joint")
+        joint.update(
+            architecture=architecture,
+            parameter_counts=COUNTS[architecture],
+            peak_memory_mb=1000.0 + 100 * seed + (500 if architecture == "mmoe" else 0),
+            peak_memory_scope=scope,
+            peak_device_memory_mb=None,
+        )
+        hard = architecture == "hard_sharing"
+        results["comparison"]["cost"] = {
+            "method": "interleaved", "rounds": 3, "steps": 2,
+            "step_seconds": {"single:fine": 0.1, "single:coarse": 0.1, "joint": 0.12},
+            "joint_over_singles": 0.6, "joint_over_single": {"fine": 1.2, "coarse": 1.2},
+            "joint_architecture": architecture,
+            "hard_sharing_step_seconds": None if hard else 0.12 / OVER_HARD_SHARING[seed],
+            "joint_over_hard_sharing": None if hard else OVER_HARD_SHARING[seed],
+            "joint_over_hard_sharing_undefined": "1 by definition" if hard else None,
+        }  # fmt: skip
+
+    return change
+
+
+@pytest.fixture
+def architectures(tmp_path: Path) -> Path:
+    """ew with hard sharing (seeds 0 and 1 written before architectures existed, seed 2 with
+    ``architecture: {name: hard_sharing}``) and ew with mmoe (seeds 0-2), equal in everything
+    else; mmoe's joint accuracies are those of hard sharing + 10 points."""
+    root = tmp_path / "sweep"
+    for seed in (0, 1, 2):
+        old = None if seed < 2 else {"name": "hard_sharing"}
+        joint = {"fine": EW_FINE[seed], "coarse": 0.50}
+        write_run(root / f"hs{seed}", _architecture_config(seed, old), joint=joint)
+        edit_results(root / f"hs{seed}", _size_and_cost("hard_sharing", seed))
+        better = {t: a + 0.10 for t, a in joint.items()}
+        write_run(root / f"mmoe{seed}", _architecture_config(seed, MMOE), joint=better)
+        scope = "process" if seed == 1 else "run"  # a peak of the whole process: left out
+        edit_results(root / f"mmoe{seed}", _size_and_cost("mmoe", seed, scope))
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def test_architectures_are_rows_and_old_results_read_as_hard_sharing(architectures, tmp_path):
+    # a job that died before results.json, from before architectures existed: hard sharing's
+    write_hydra_dir(architectures / "dead", _config(3))
+    board = build([architectures])
+    by_architecture = {row.identity["architecture.name"]: row for row in board.rows}
+    assert set(by_architecture) == {"hard_sharing", "mmoe"}  # never pooled
+    hard, mmoe = by_architecture["hard_sharing"], by_architecture["mmoe"]
+    assert [r.path.name for r in hard.runs] == ["hs0", "hs1", "hs2"]  # old and new pooled
+    assert [r.path.name for r in mmoe.runs] == ["mmoe0", "mmoe1", "mmoe2"]
+    assert [r.path.name for r in hard.failed] == ["dead"] and not mmoe.failed
+    assert board.varying[0] == "architecture.name"
+    assert {"architecture.num_experts", "architecture.gate_temperature"} <= set(board.varying)
+    fine = next(q for q in board.quantities if q.column == "fine_joint_accuracy_pct")
+    assert mmoe.stat(fine).mean == pytest.approx(53.0)  # 43 + 10 points: no hard-sharing run
+    assert hard.stat(fine).mean == pytest.approx(43.0)  # 40, 42, 47: no mmoe run
+    headers, rows = leaderboard.main_table(board)
+    assert headers[2] == "architecture"
+    assert sorted(r[2] for r in rows) == [
+        "hard_sharing",
+        "mmoe(num_experts=4, expert_stages=null, gate_temperature=1.0)",
+    ]
+    # each architecture against hard sharing, seed by seed: +10 points on every seed
+    board = build([architectures], ["architecture.name=hard_sharing"])
+    index = {row.identity["architecture.name"]: i for i, row in enumerate(board.rows)}
+    paired = board.paired(index["mmoe"])
+    assert paired.reference == index["hard_sharing"] and paired.seeds == (0, 1, 2)
+    assert paired.gains["fine_joint_accuracy_pct"].mean == pytest.approx(10.0)
+
+
+def test_size_and_cost_of_each_architecture_are_columns(architectures, tmp_path):
+    out = tmp_path / "out"
+    board = write_leaderboard([architectures], out)
+    index = {row.identity["architecture.name"]: i for i, row in enumerate(board.rows)}
+    headers, rows = leaderboard.size_table(board)
+    assert headers == [
+        "#",
+        "architecture",
+        "trainable params (joint)",
+        "shared params (joint)",
+        "own params per task",
+        "joint/hard-sharing step (load-robust)",
+        "peak host MiB (joint)",
+    ]  # fmt: skip  (no GPU column: no run used one)
+    hard = dict(zip(headers, rows[index["hard_sharing"]], strict=True))
+    mmoe = dict(zip(headers, rows[index["mmoe"]], strict=True))
+    assert (hard["trainable params (joint)"], hard["shared params (joint)"]) == ("12,345", "10,000")
+    assert (mmoe["trainable params (joint)"], mmoe["shared params (joint)"]) == ("50,123", "47,778")
+    assert hard["own params per task"] == "fine 2,000; coarse 345"
+    assert mmoe["own params per task"] == "fine 2,000; coarse 300; several 45"
+    assert hard["joint/hard-sharing step (load-robust)"] == "1 (hard sharing)"
+    half = T_975[2] * 0.2 / math.sqrt(3)
+    assert mmoe["joint/hard-sharing step (load-robust)"] == (
+        f"2.20 ± 0.20 [{2.2 - half:.2f}, {2.2 + half:.2f}]"
+    )
+    # peaks of the joint runs whose scope is the run: hard sharing 1000, 1100, 1200; mmoe 1500,
+    # 1700 (seed 1's peak covers the whole process: left out)
+    assert hard["peak host MiB (joint)"].startswith("1100 ± 100 [")
+    assert mmoe["peak host MiB (joint)"].startswith("1600 ± 141 [")
+    assert mmoe["peak host MiB (joint)"].endswith("(n=2)")
+    # size and cost stay out of the ranking table
+    ranking, _ = leaderboard.main_table(board)
+    assert not {"joint/hard-sharing step (load-robust)", "peak host MiB (joint)"} & set(ranking)
+    markdown = (out / "leaderboard.md").read_text()
+    assert "## Size and cost" in markdown and "2.20 ± 0.20" in markdown
+    formulas = markdown.split("## How the numbers are computed")[1]
+    assert "joint_over_hard_sharing" in formulas and "parameter_counts" in formulas
+
+    csv_rows = {
+        r["joint_architecture"]: r for r in csv.DictReader((out / "leaderboard.csv").open())
+    }
+    assert set(csv_rows) == {"hard_sharing", "mmoe"}
+    expected = {
+        "joint_params_trainable": ("12345", "50123"),
+        "joint_params_shared": ("10000", "47778"),
+        "joint_params_task_specific": ("2345", "2345"),
+        "fine_joint_params_own": ("2000", "2000"),
+        "coarse_joint_params_own": ("345", "300"),
+        "joint_params_unattributed": ("0", "45"),
+        "joint_over_hard_sharing_cost_n": ("0", "3"),
+        "joint_peak_host_memory_MiB_mean": ("1100.0", "1600.0"),
+        "joint_peak_host_memory_MiB_n": ("3", "2"),
+    }
+    for column, (hs, mo) in expected.items():
+        assert (csv_rows["hard_sharing"][column], csv_rows["mmoe"][column]) == (hs, mo), column
+    assert float(csv_rows["mmoe"]["joint_over_hard_sharing_cost_mean"]) == pytest.approx(2.2)
+    assert float(csv_rows["mmoe"]["joint_over_hard_sharing_cost_std"]) == pytest.approx(0.2)
+    assert csv_rows["hard_sharing"]["joint_over_hard_sharing_cost_mean"] == ""
+    assert "1 by definition" in csv_rows["hard_sharing"]["joint_over_hard_sharing_note"]
+    assert csv_rows["mmoe"]["joint_over_hard_sharing_note"] == ""
+
+
+def test_differing_counts_and_an_unmeasured_step_say_so(architectures, tmp_path):
+    def changed(results: dict) -> None:
+        joint = next(r for r in results["runs"] if r["name"] == "joint")
+        joint["parameter_counts"] = {**COUNTS["mmoe"], "trainable": 50_000}
+        results["comparison"]["cost"] = None
+        results["comparison"]["cost_undefined"] = "benchmark.cost_rounds=0: the probe is off"
+
+    for seed in (0, 1, 2):
+        edit_results(architectures / f"mmoe{seed}", changed if seed == 1 else lambda r: None)
+    out = tmp_path / "out"
+    board = write_leaderboard([architectures], out)
+    mmoe = next(i for i, r in enumerate(board.rows) if r.identity["architecture.name"] == "mmoe")
+    headers, rows = leaderboard.size_table(board)
+    cells = dict(zip(headers, rows[mmoe], strict=True))
+    assert cells["trainable params (joint)"] == "differs: 50,000–50,123"
+    assert cells["joint/hard-sharing step (load-robust)"].startswith("2.20 ± 0.28 [")
+    assert cells["joint/hard-sharing step (load-robust)"].endswith("(n=2)")
+    notes = (out / "leaderboard.md").read_text().split("## Notes")[1].split("## ")[0]
+    assert f"#{mmoe + 1}: its runs record different trainable params (joint): 50,000, 50,123" in (
+        notes
+    )
+    row = next(
+        r for r in csv.DictReader((out / "leaderboard.csv").open())
+        if r["joint_architecture"] == "mmoe"
+    )  # fmt: skip
+    assert row["joint_params_trainable"] == "" and row["joint_params_shared"] == "47778"
+    # a row none of whose runs timed the step says why
+    for seed in (0, 2):
+        edit_results(architectures / f"mmoe{seed}", changed)
+    board = build([architectures])
+    mmoe_row = next(r for r in board.rows if r.identity["architecture.name"] == "mmoe")
+    assert leaderboard.size.hard_sharing_note(mmoe_row) == (
+        "benchmark.cost_rounds=0: the probe is off"
+    )
+
+
+def test_results_without_size_or_architecture_get_no_size_table(sweep):
+    board = build([sweep])
+    assert {row.identity["architecture.name"] for row in board.rows} == {"hard_sharing"}
+    assert "architecture.name" not in board.varying
+    assert leaderboard.size_table(board) is None
+
+
 # --------------------------------------------------------------------- directories never started
 def test_single_run_dirs_without_results_are_skipped_and_multirun_jobs_are_failures(tmp_path):
     outputs = tmp_path / "outputs"

@@ -428,6 +428,38 @@ def test_the_experiment_runs_end_to_end(qm9_plugins, root, tmp_path):
     assert np.isfinite(results["comparison"]["delta_m_percent"])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "architecture",
+    [["architecture=mmoe", "architecture.num_experts=2", "architecture.expert_stages=2"],
+     ["architecture=mtan"]],
+    ids=["mmoe", "mtan"],
+)  # fmt: skip
+def test_the_experiment_runs_with_a_sharing_architecture(qm9_plugins, root, tmp_path, architecture):
+    """SchNet cut into stages by an architecture, through the protocol: the joint run completes
+    and records its architecture and parameters."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "+experiment=qm9_mtl", f"dataset.root={root}", "dataset.download=false",
+                "dataset.val_size=8", "dataset.test_size=8", "dataset.train_limit=null",
+                "benchmark.tasks=[homo,U0]", "backbone.hidden=8", "backbone.filters=8",
+                "backbone.interactions=2", "trainer.epochs=1", "trainer.batch_size=13",
+                "trainer.progress=false", "trainer.checkpoint_every=0", "benchmark.cost_rounds=0",
+                "benchmark.single_task=false", *architecture,
+            ],
+        )  # fmt: skip
+    Benchmark(cfg, tmp_path / "run").run()
+    results = records.load(tmp_path / "run" / "results.json")
+    assert results["status"] == "complete", results["error"]
+    (joint,) = results["runs"]
+    assert joint["architecture"] == architecture[0].split("=")[1]
+    counts = joint["parameter_counts"]
+    assert counts["shared"] > 0 and all(n > 0 for n in counts["per_task"].values())
+    assert all(np.isfinite(joint["test"][t]["mae"]) for t in ("homo", "U0"))
+
+
 def test_every_target_has_a_unit_or_is_an_energy():
     for target in TARGETS:
         assert target.unit in ("D", "a0^3", "a0^2", "cal/(mol K)", None), target

@@ -1,19 +1,31 @@
 """The molecule backbones ``schnet`` and ``descriptor_mlp``: the conformance suite, invariance under
 permutation, padding, rotation and translation, the cutoff, agreement with a NumPy reference,
-and a whole model on padded molecules that trains, saves and reloads (also in mixed bfloat16).
+and a whole model on padded molecules that trains, saves and reloads (also in mixed bfloat16);
+their stages compose to them, pass the state mtbench.architecture documents, and left the
+backbones computing exactly what they computed before they had stages, from the same initial
+weights.
 """
 
 from __future__ import annotations
+
+import hashlib
+import math
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtbench.model import build_model
+from mtbench.architecture import FEATURES, MASK, ModelParts
+from mtbench.model import build_model, dtype_policy
 from mtbench.tasks import TaskSpec
 from mtbench_plugins.backbones.descriptor_mlp import DescriptorMLP
-from mtbench_plugins.backbones.schnet import SchNet, shifted_softplus
+from mtbench_plugins.backbones.schnet import (
+    NUM_ELEMENTS,
+    SchNet,
+    molecule_geometry,
+    shifted_softplus,
+)
 from mtbench_plugins.datasets.qm9 import MoleculePreprocessing
 
 SMALL_SCHNET = {"hidden": 8, "filters": 6, "interactions": 2, "rbf": 7, "cutoff": 4.0}
@@ -262,3 +274,153 @@ def test_a_model_on_molecules_trains_saves_and_reloads(name, precision, tmp_path
         np.testing.assert_array_equal(actual[task].numpy(), expected[task].numpy())
     if precision == "mixed_bfloat16":
         assert restored.backbone.compute_dtype == "bfloat16"
+
+
+# ---------------------------------------------------------------------------------- stages
+def _tensors(batch: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    return {k: tf.constant(v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_the_stages_compose_to_the_backbone_and_pass_the_documented_state(name):
+    layer = _backbone(name)
+    stages = layer.stages()
+    assert stages == layer.stages()  # the same layers every time
+    assert len(stages) == (2 + 2 if name == "schnet" else 1 + 1)  # SMALL_*: 2 blocks, 1 layer
+    batch = _tensors(_pad(_molecules(), atoms=12))
+    config = (
+        {"name": name, **SMALL_SCHNET, "readout": "sum_mean"}
+        if name == "schnet"
+        else {"name": name, **SMALL_DESCRIPTOR}
+    )
+    parts = ModelParts.of(config, {"name": "dense"}, [TaskSpec("y", 2)], batch)
+    shapes = [s.output_shape for s in parts.stages("test")]
+    for training in (False, True):
+        x, states = batch, []
+        for stage in stages:
+            x = stage(x, training=training)
+            states.append(x)
+        if not training:
+            np.testing.assert_array_equal(x.numpy(), layer(batch, training=False).numpy())
+        seen = [
+            {k: (None, *v.shape[1:]) for k, v in s.items()}
+            if isinstance(s, dict)
+            else (None, *s.shape[1:])
+            for s in states
+        ]
+        assert seen == shapes
+    if name == "descriptor_mlp":
+        assert all(not isinstance(s, dict) for s in states)
+        return
+    atoms = batch["mask"].numpy()
+    first = states[0]
+    assert sorted(first) == sorted([FEATURES, MASK, "rbf", "cutoff"])
+    np.testing.assert_array_equal(first[MASK].numpy(), atoms.astype(np.float32))
+    for state in states[:-1]:
+        assert sorted(state) == sorted(first)
+        for key in (MASK, "rbf", "cutoff"):  # context: passed on unchanged
+            np.testing.assert_array_equal(state[key].numpy(), first[key].numpy())
+        assert not state[FEATURES].numpy()[~atoms].any()  # padded atoms hold zeros
+
+
+def test_stages_taken_from_a_molecule_backbone_build_only_their_variables():
+    batch = _tensors(_pad(_molecules()))
+    config = {"name": "schnet", **SMALL_SCHNET}
+    stages = ModelParts.of(config, {"name": "dense"}, [TaskSpec("y", 2)], batch).stages("test")
+    last = stages[-1]
+    last.layer.build(last.input_shape)
+    assert [v.name for v in last.layer.variables] == ["kernel", "bias"]  # the atom-wise layer
+    assert all(not s.layer.variables for s in stages[:-1])
+
+
+# ------------------------------------------- the same backbones as before they had stages
+def _schnet_before_stages(layer: SchNet, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+    """``SchNet.call`` as it was before the backbone had stages (commit 519901a), on the layer's
+    weights, after Keras's cast of the floating inputs to the compute dtype."""
+    compute = layer.compute_dtype
+    inputs = {k: tf.cast(v, compute) if v.dtype.is_floating else v for k, v in inputs.items()}
+    z, mask, distances, pairs = molecule_geometry(inputs)
+    centres = tf.linspace(0.0, layer.cutoff, layer.rbf)
+    width = layer.cutoff / (layer.rbf - 1)
+    rbf = tf.exp(-0.5 * tf.square((distances[..., None] - centres) / width))
+    inside = tf.cast(distances < layer.cutoff, tf.float32)
+    cutoff = 0.5 * (tf.cos(math.pi * distances / layer.cutoff) + 1.0) * inside * pairs
+    rbf, cutoff = tf.cast(rbf, compute), tf.cast(cutoff, compute)
+    atoms = tf.cast(mask, compute)[..., None]
+    elements = tf.one_hot(tf.clip_by_value(z, 0, NUM_ELEMENTS - 1), NUM_ELEMENTS, dtype=compute)
+    h = tf.matmul(elements, tf.cast(layer.embeddings, compute)) * atoms
+    for block in layer.blocks:
+        w = block.filter2(shifted_softplus(block.filter1(rbf))) * cutoff[..., None]
+        y = tf.einsum("bijf,bjf->bif", w, block.atoms_in(h))
+        h = (h + block.atoms_out2(shifted_softplus(block.atoms_out1(y)))) * atoms
+    h = tf.cast(shifted_softplus(layer.atomwise(h)) * atoms, tf.float32)
+    total = tf.reduce_sum(h, axis=1)
+    count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    pooled = {
+        "sum": total,
+        "mean": total / count,
+        "sum_mean": tf.concat([total, total / count], axis=-1),
+    }[layer.readout]
+    return tf.cast(pooled, compute)
+
+
+def _descriptor_mlp_before_stages(layer: DescriptorMLP, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+    """``DescriptorMLP.call`` as it was before the backbone had stages (commit 519901a)."""
+    compute = layer.compute_dtype
+    inputs = {k: tf.cast(v, compute) if v.dtype.is_floating else v for k, v in inputs.items()}
+    features = tf.math.log1p(layer.descriptor(inputs))
+    return layer.mlp(tf.cast(features, compute), training=False)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", BACKBONES)
+def test_the_backbones_compute_exactly_what_they_did_before_they_had_stages(name, precision):
+    keras.utils.set_random_seed(0)
+    with dtype_policy(precision):
+        layer = (
+            SchNet(**SMALL_SCHNET, readout="sum_mean")
+            if name == "schnet"
+            else DescriptorMLP(**SMALL_DESCRIPTOR)
+        )
+    batch = _tensors(_pad(_molecules(), garbage=True))
+    layer(batch)
+    rng = np.random.default_rng(5)  # random biases too
+    layer.set_weights([rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()])
+    before = _schnet_before_stages if name == "schnet" else _descriptor_mlp_before_stages
+    np.testing.assert_array_equal(
+        layer(batch, training=False).numpy(), before(layer, batch).numpy()
+    )
+
+
+#: SHA-256 of the initial values of every variable, in order, of the hard-sharing models that
+#: ``test_the_initial_weights_are_those_of_before_the_stages`` builds, written by mtbench at
+#: commit 519901a (before the molecule backbones had stages) with Keras 3.15.1 and TensorFlow
+#: 2.21.0, whose initialisers draw these values on any CPU.
+INITIAL_WEIGHTS = {
+    "schnet": "c24dcdb750c0dc0b6b4d4bd2e750dc49bd556aaa14874cde2180d2289817b82e",
+    "descriptor_mlp": "0aff7e09968c1db9ad817bbf49379698c08a224d6bef253f259a1fe4bdd15380",
+}
+
+
+@pytest.mark.skipif(
+    (keras.__version__, tf.__version__) != ("3.15.1", "2.21.0"),
+    reason=f"the initial weights were recorded with Keras 3.15.1 and TensorFlow 2.21.0, whose "
+    f"random initialisers may draw other values than Keras {keras.__version__} and TensorFlow "
+    f"{tf.__version__}",
+)
+@pytest.mark.parametrize("name", BACKBONES)
+def test_the_initial_weights_are_those_of_before_the_stages(name):
+    config = (
+        {"name": name, **SMALL_SCHNET, "readout": "sum_mean"}
+        if name == "schnet"
+        else {"name": name, **SMALL_DESCRIPTOR, "dropout": 0.3}
+    )
+    tasks = [TaskSpec("energy", kind="regression"), TaskSpec("dipole", kind="regression")]
+    model = build_model(
+        config, {"name": "dense"}, tasks, _pad(_molecules(), atoms=29), seed=3,
+        preprocessing=MoleculePreprocessing(name="preprocessing"),
+    )  # fmt: skip
+    digest = hashlib.sha256()
+    for variable in model.variables:
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    assert digest.hexdigest() == INITIAL_WEIGHTS[name]

@@ -51,7 +51,10 @@ other tasks are drawn as torchjd draws them (``torch.randperm`` after ``torch.ma
 handed to mtbench through its random stream; GradDrop's uniform draws likewise.
 
 Not compared (no torchjd counterpart): ``moco`` (MoCo), ``db_mtl``, the log-loss variants
-``cagrad_log``, ``imtl_log`` and ``mgda_log``, and every loss-level method. Methods whose
+``cagrad_log``, ``imtl_log`` and ``mgda_log``, and every loss-level method. ``moco`` and
+``db_mtl`` are compared with numpy transcriptions of LibMTL over several steps in
+test_weighting_zoo_gradient.py, test_weighting_zoo_balance.py and, with tasks that have no
+labelled example on some steps, test_weighting_short_budget.py. Methods whose
 plugin module does not exist yet are skipped with that reason.
 """
 

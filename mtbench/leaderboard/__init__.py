@@ -17,6 +17,13 @@ over its seeds, the mean, the sample standard deviation and a 95% Student-t conf
 of each of those, of delta_m, of the joint run's seconds per epoch (load-dependent) and of the
 load-robust joint/single-task step-cost ratio.
 
+The architecture (``architecture.name`` and its options) is part of a configuration, so runs of
+two architectures are never one row; results written before architectures existed read as
+``hard_sharing`` (:func:`mtbench.records.load`). Each row's joint model has its size and cost
+(:mod:`~.size`): its parameters (trainable, shared, each task's own) as its runs record them,
+and, over seeds, its training step against a hard-sharing joint model's step timed beside it
+(``comparison.cost.joint_over_hard_sharing``) and its peak memory.
+
 Rows with at least two seeds of delta_m are ranked by its mean (delta_m is positive when the joint
 model is better, whatever each metric's direction); the others are listed after them, ``1 seed:
 not ranked``. Baselines are shared per seed, so rows are also compared *paired*: each row against
@@ -42,6 +49,7 @@ Files written into the output folder (each atomically): ``leaderboard.md``, ``le
 One idea a module, from reading to writing: :mod:`~.runs` finds and reads run directories;
 :mod:`~.identities` says which runs are one configuration and how configurations are told apart;
 :mod:`~.stats` summarizes values over seeds; :mod:`~.quantities` names the numbers summarized;
+:mod:`~.size` the joint model's parameters and cost;
 :mod:`~.rows` groups runs into ranked rows; :mod:`~.paired` compares each row with its reference
 row; :mod:`~.board` builds the :class:`Leaderboard`; :mod:`~.markdown`, :mod:`~.csvfile` and
 :mod:`~.plots` render it; :mod:`~.files` writes its files; :mod:`~.cli` is the command line.
@@ -68,6 +76,7 @@ from mtbench.leaderboard.markdown import (
     other_metrics_table,
     paired_table,
     render_markdown,
+    size_table,
 )
 from mtbench.leaderboard.paired import DEFAULT_REFERENCE, Paired, Reference
 from mtbench.leaderboard.plots import (
@@ -88,11 +97,13 @@ from mtbench.leaderboard.runs import (
     read_run,
     started_a_benchmark,
 )
+from mtbench.leaderboard.size import COST_QUANTITIES
 from mtbench.leaderboard.stats import CONFIDENCE, Stat, summarize
 
 __all__ = [
     "AXIS_START",
     "CONFIDENCE",
+    "COST_QUANTITIES",
     "CSV",
     "Column",
     "DEFAULT_REFERENCE",
@@ -126,6 +137,7 @@ __all__ = [
     "read_run",
     "render_csv",
     "render_markdown",
+    "size_table",
     "started_a_benchmark",
     "summarize",
     "write",

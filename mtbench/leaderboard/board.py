@@ -14,6 +14,7 @@ from mtbench.leaderboard.paired import DEFAULT_REFERENCE, Paired, Reference, pai
 from mtbench.leaderboard.quantities import SIDES, Quantity
 from mtbench.leaderboard.rows import Row, group, row_of
 from mtbench.leaderboard.runs import FailedRun, read_runs
+from mtbench.leaderboard.size import COST_QUANTITIES
 from mtbench.records import TaskRecord
 
 
@@ -38,7 +39,8 @@ class Leaderboard:
     @property
     def quantities(self) -> list[Quantity]:
         """The summarized numbers that at least one run has, in column order: each task's
-        primary metric (joint, then single), delta_m, the joint run's time and cost, then the
+        primary metric (joint, then single), delta_m, the joint run's time and cost, its step
+        against hard sharing's and its peak memory (:data:`~.size.COST_QUANTITIES`), then the
         tasks' other metrics (joint, then single)."""
         primaries, others = [], []
         for side in SIDES:
@@ -59,7 +61,7 @@ class Leaderboard:
             ),
         ]  # fmt: skip
         runs = [run for row in self.rows for run in row.runs]
-        candidates = [*primaries, *whole, *others]
+        candidates = [*primaries, *whole, *COST_QUANTITIES, *others]
         return [q for q in candidates if any(q.value(run) is not None for run in runs)]
 
     @property

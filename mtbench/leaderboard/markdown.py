@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mtbench import records
-from mtbench.leaderboard import identities
+from mtbench.leaderboard import identities, size
 from mtbench.leaderboard.board import Leaderboard
 from mtbench.leaderboard.paired import Reference
 from mtbench.leaderboard.plots import AXIS_START, SINGLE_JOINT_PLOT, TIME_PLOT
@@ -73,7 +73,7 @@ def main_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     primary quantity (each task's primary metric, delta_m, time and cost)."""
     with_failed, with_load = bool(board.failed), _has_load(board)
     columns = board.columns
-    quantities = [q for q in board.quantities if q.primary]
+    quantities = [q for q in board.quantities if q.primary and not q.cost]
     headers = ["#", "rank", *(c[0] for c in columns), "seeds"]
     headers += ["failed"] if with_failed else []
     headers += ["load"] if with_load else []
@@ -98,9 +98,40 @@ def _stat_cell(row: Row, quantity: Quantity) -> str:
     return format_stat(stat, len(row.runs), quantity.digits(stat))
 
 
+def size_table(board: Leaderboard) -> tuple[list[str], list[list[str]]] | None:
+    """The joint model's size and cost per row (see :mod:`~.size`): architecture, parameters
+    (trainable, shared, each task's own), its step against hard sharing's and its peak memory;
+    ``None`` when no run records any of them."""
+    quantities = [q for q in board.quantities if q.cost]
+    with_size = size.has_size(board.rows)
+    if not with_size and not quantities:
+        return None
+    columns = board.columns
+    named = any(header == "architecture" for header, _ in columns)
+    headers = ["#", *(c[0] for c in columns)] + ([] if named else ["architecture"])
+    if with_size:
+        headers += ["trainable params (joint)", "shared params (joint)", "own params per task"]
+    headers += [q.label for q in quantities]
+    rows = []
+    for index, row in enumerate(board.rows):
+        cells = [str(index + 1), *(identities.column_cell(row.identity, c) for c in columns)]
+        cells += [] if named else [size.architecture(row)]
+        if with_size:
+            cells += [
+                size.count_cell(row, "trainable"),
+                size.count_cell(row, "shared"),
+                size.per_task_cell(row, board.tasks),
+            ]
+        for quantity in quantities:
+            hard = quantity.attribute == "over_hard_sharing" and size.is_hard_sharing(row)
+            cells.append(size.BY_DEFINITION if hard else _stat_cell(row, quantity))
+        rows.append(cells)
+    return headers, rows
+
+
 def other_metrics_table(board: Leaderboard) -> tuple[list[str], list[list[str]]] | None:
     """The tasks' other metrics (not primary) per row, or ``None`` when there are none."""
-    quantities = [q for q in board.quantities if not q.primary]
+    quantities = [q for q in board.quantities if not q.primary and not q.cost]
     if not quantities:
         return None
     headers = ["#", *(c[0] for c in board.columns), *(q.label for q in quantities)]
@@ -205,6 +236,22 @@ def render_markdown(board: Leaderboard, out_dir: Path, plots: Sequence[str] = ()
         _markdown_table(main_table(board)),
         "",
     ]
+    sizes = size_table(board)
+    if board.rows and sizes is not None:
+        lines += [
+            "## Size and cost",
+            "",
+            "The joint model of each row: its architecture, its trainable parameters (the "
+            "joint model's total, those shared between tasks, and each task's own; counts its "
+            "runs record, not statistics), the median time of its training step over the "
+            "median time of a hard-sharing joint model's step timed beside it "
+            f"(`{size.BY_DEFINITION}` for hard sharing itself: not measured), and its peak "
+            "memory (same cells as the ranking). A soft-sharing model with N times the "
+            "parameters of hard sharing is compared knowing that. The CSV has every count.",
+            "",
+            _markdown_table(sizes),
+            "",
+        ]
     others = other_metrics_table(board)
     if board.rows and others is not None:
         lines += [
@@ -272,6 +319,12 @@ def _notes(board: Leaderboard, out_dir: Path) -> list[str]:
             f"a `resume=` invocation, which writes into the resumed run's folder): {shown}{more}."
         )
     notes += [f"- The runs declare a metric differently: {c}." for c in board.conflicts]
+    for index, label, values in size.differing(board.rows, board.tasks):
+        notes.append(
+            f"- #{index + 1}: its runs record different {label}: "
+            + ", ".join(f"{v:,}" for v in values)
+            + " (the code changed between them?); the CSV cell is empty."
+        )
     old = sorted(
         {str(r.path) for row in board.rows for r in row.runs if r.schema != records.SCHEMA}
     )
@@ -366,6 +419,28 @@ def _formulas() -> list[str]:
         "the single-task model of task t, measured with their steps interleaved in one process "
         "so that machine load slows both sides alike (load-robust); summarized over seeds like "
         "every number. Below 1: one joint model trains faster than all single-task models.",
+        "- **parameters (joint)**: `runs[joint].parameter_counts` of results.json, numbers of "
+        "trainable scalars of the joint model (mtbench.architecture.parameter_counts): "
+        "`trainable`: all of them; `shared`: variables the architecture declares shared (more "
+        "than one task's loss reaches them); a task's own: task variables only its "
+        "loss reaches; `several`: task variables several tasks' losses reach (e.g. a "
+        "hierarchical head). A property of the configuration, shown as recorded (not averaged). "
+        "`n/a`: results written before architectures existed.",
+        "- **joint/hard-sharing step**: `comparison.cost.joint_over_hard_sharing` of "
+        "results.json = median seconds per training step of the joint model / median seconds "
+        "per training step of a hard-sharing joint model with the same backbone, heads, "
+        "weighting method, batch size, data and precision (built for the cost probe, never "
+        "trained), both timed in the same interleaved rounds as the joint/singles step cost "
+        "(load-robust); summarized over seeds. Above 1: a step of the row's architecture costs "
+        f"more than hard sharing's. `{size.BY_DEFINITION}`: a hard-sharing row, 1 by "
+        "definition and not measured; `n/a`: not measured (the CSV's "
+        "`joint_over_hard_sharing_note` says why, e.g. `benchmark.cost_rounds=0`).",
+        "- **peak MiB (joint)**: `runs[joint].peak_memory_mb`, the process's resident-memory "
+        "high-water mark during the joint run (reset at its start, so earlier runs do not count; "
+        "it includes the data and the framework, not the model alone; runs whose peak covers "
+        "the whole process, `peak_memory_scope: process`, are left out), and "
+        "`peak_device_memory_mb`, TensorFlow's peak GPU allocation during the run, where a GPU "
+        "was used; summarized over seeds.",
         "- **load**: `flagged: seed k` when a training run of that seed was flagged in "
         "results.json (`load.flagged`: other processes used more than 20% of the machine while "
         "it trained, i.e. its machine share = 1 − others' share of the usable cores' capacity "

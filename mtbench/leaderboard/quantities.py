@@ -25,7 +25,9 @@ class Quantity:
     """A number of each run, summarized over seeds: a task's test metric on one side (``key``
     is ``(task, metric)``, ``attribute`` the side) or a whole-run number (``key`` is ``None``).
 
-    ``primary``: shown in the ranking table (other metrics have a table of their own).
+    ``primary``: shown in the ranking table (other metrics have a table of their own);
+    ``cost``: a size-and-cost figure of the joint model, shown in that table instead (see
+    :mod:`~mtbench.leaderboard.size`).
     """
 
     label: str  # Markdown column
@@ -35,6 +37,7 @@ class Quantity:
     higher_is_better: bool = True
     unit: str = ""  # as shown: "%", "s", a physical unit, "" for ratios
     primary: bool = True
+    cost: bool = False
 
     @classmethod
     def of_metric(cls, side: str, task: str, metric: Metric, primary: bool) -> Quantity:
@@ -60,7 +63,10 @@ class Quantity:
         return value - reference if self.higher_is_better else reference - value
 
     def digits(self, stat: Stat) -> int:
-        """Decimals shown: 2, or more for small values of a physical unit (3 significant)."""
+        """Decimals shown: 2, none for memory (MiB), or more for small values of a physical unit
+        (3 significant)."""
+        if self.unit == "MiB":
+            return 0
         if self.unit in ("%", "s", "") or not stat.mean:
             return 2
         return max(2, 2 - math.floor(math.log10(abs(stat.mean))))

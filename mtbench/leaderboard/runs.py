@@ -50,6 +50,15 @@ class Run:
     load_flags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (training run, reasons) flagged
     task_records: dict[str, TaskRecord] = field(default_factory=dict)  # its "tasks" section
     schema: str = records.SCHEMA  # the schema of its file (older ones are read upgraded)
+    # size and cost of the joint model (see mtbench.leaderboard.size)
+    architecture: str = records.DEFAULT_ARCHITECTURE  # config architecture.name
+    #: the joint run's parameter_counts, flat: trainable, shared, task_specific, unattributed
+    #: and per_task:<task> (empty where not recorded: files written before architectures)
+    parameters: dict[str, int] = field(default_factory=dict)
+    over_hard_sharing: float | None = None  # comparison.cost.joint_over_hard_sharing
+    over_hard_sharing_undefined: str | None = None  # why there is none, where recorded
+    peak_memory_mb: float | None = None  # the joint run's, where its scope is the run alone
+    peak_device_memory_mb: float | None = None  # the joint run's GPU peak, where recorded
 
 
 @dataclass(frozen=True)
@@ -249,6 +258,7 @@ def _complete_run(
                 single[key] = value
     timing = joint_run["timing"] if joint_run else {}
     comparison = results.get("comparison") or {}
+    cost = comparison.get("cost") or {}
     loads = {run["name"]: run["load"] for run in results["runs"] if run.get("load")}
     flags = tuple(
         (name, tuple(str(r) for r in load.get("reasons") or ()))
@@ -264,7 +274,7 @@ def _complete_run(
         single=single,
         delta_m=comparison.get("delta_m_percent"),
         seconds_per_epoch=seconds_per_epoch(joint_run) if joint_run else None,
-        cost_ratio=(comparison.get("cost") or {}).get("joint_over_singles"),
+        cost_ratio=cost.get("joint_over_singles"),
         train_seconds=timing.get("train_seconds"),
         git_commit=(results.get("environment") or {}).get("git_commit"),
         device=joint_run.get("device") if joint_run else None,
@@ -275,7 +285,36 @@ def _complete_run(
         load_flags=flags,
         task_records={t: r for t, r in tasks_section.items() if t in tasks},
         schema=str(results.get("upgraded_from") or results["schema"]),
+        architecture=str((config.get("architecture") or {}).get("name", "?")),
+        parameters=_parameters(joint_run),
+        over_hard_sharing=cost.get("joint_over_hard_sharing"),
+        over_hard_sharing_undefined=cost.get("joint_over_hard_sharing_undefined")
+        or (comparison.get("cost_undefined") if not cost else None),
+        peak_memory_mb=_run_memory(joint_run),
+        peak_device_memory_mb=(joint_run or {}).get("peak_device_memory_mb"),
     )
+
+
+def _parameters(run: Mapping[str, Any] | None) -> dict[str, int]:
+    """A run's ``parameter_counts`` as one flat mapping (see :attr:`Run.parameters`)."""
+    counts = (run or {}).get("parameter_counts") or {}
+    flat = {
+        name: int(counts[key])
+        for name, key in (("trainable", "trainable"), ("shared", "shared"),
+                          ("task_specific", "task_specific"),
+                          ("unattributed", "task_specific_unattributed"))
+        if counts.get(key) is not None
+    }  # fmt: skip
+    flat |= {f"per_task:{t}": int(n) for t, n in (counts.get("per_task") or {}).items()}
+    return flat
+
+
+def _run_memory(run: Mapping[str, Any] | None) -> float | None:
+    """A run's host memory peak where it is the run's own (``peak_memory_scope`` ``run``); a
+    peak of the whole process (other platforms) includes the runs before it and is left out."""
+    if not run or run.get("peak_memory_scope") != "run":
+        return None
+    return run.get("peak_memory_mb")
 
 
 def _read_overrides(path: Path) -> tuple[str, ...]:

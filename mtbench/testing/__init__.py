@@ -15,11 +15,14 @@ pytest collects the subclasses (named ``Test...``), never the suites themselves.
 - :class:`TaskKindSuite` for a task kind (:mod:`mtbench.testing.tasks`);
 - :class:`DatasetSuite` for a dataset (:mod:`mtbench.testing.datasets`);
 - :class:`BackboneSuite` and :class:`HeadSuite` for model parts (:mod:`mtbench.testing.backbones`,
-  :mod:`mtbench.testing.heads`), fed random inputs described by :class:`ArraySpec`.
+  :mod:`mtbench.testing.heads`), fed random inputs described by :class:`ArraySpec`;
+- :class:`ArchitectureSuite` for a sharing architecture (:mod:`mtbench.testing.architectures`),
+  built from backbone and head plugins.
 
 Importing this package imports pytest (and NumPy); TensorFlow is imported by the tests that use it.
 """
 
+from mtbench.testing.architectures import ArchitectureSuite
 from mtbench.testing.arrays import ArraySpec
 from mtbench.testing.backbones import BackboneSuite
 from mtbench.testing.datasets import DatasetSuite
@@ -43,6 +46,7 @@ from mtbench.testing.weighting import (
 )
 
 __all__ = [
+    "ArchitectureSuite",
     "ArraySpec",
     "BackboneSuite",
     "Batch",

@@ -46,6 +46,7 @@ class _Forward(NamedTuple):
     losses: list[tf.Tensor]  # each task's share of the global batch mean, on this replica
     scaled: list[tf.Tensor]  # the same, scaled for float16 loss scaling
     regularization: tf.Tensor  # this replica's share, scaled
+    has_regularization: bool  # the model added losses (add_loss) in this forward pass
     heads_objective: tf.Tensor  # sum of the task losses plus regularization, scaled
 
 
@@ -116,6 +117,11 @@ class ReplicaStep:
         return masked_task_losses(self.kinds, labels, outputs)
 
     def _regularization_share(self) -> tf.Tensor:
+        """This replica's share of the losses the model added (``add_loss``) in the forward pass
+        just run. Read it right after the forward pass, before any all-reduce: under
+        ``MirroredStrategy`` an all-reduce lets the other replica run its forward pass, which
+        replaces the model's loss lists, and a replica would read the other's regulariser (not on
+        its own tape)."""
         losses = self.model.losses
         if not losses:
             return tf.constant(0.0)
@@ -142,7 +148,9 @@ class ReplicaStep:
         assert isinstance(weighting, LossWeighting)
         variables = self.model.trainable_variables + weighting.trainable_variables
         with tf.GradientTape() as tape:
-            shares = self.task_losses(labels, self.model(images, training=True))
+            outputs = self.model(images, training=True)
+            regularization = self._regularization_share()  # before any all-reduce
+            shares = self.task_losses(labels, outputs)
             losses = tf.stop_gradient(self._global(shares))
             # The method's objective at the global losses; its slope turns each replica's
             # share into exactly its part of the gradient, whatever the method's formula.
@@ -151,7 +159,7 @@ class ReplicaStep:
                 objective, weights = weighting.combine(losses)
             slopes = tf.stop_gradient(slope_tape.gradient(objective, losses))
             local = tf.reduce_sum(slopes * tf.stack(shares)) + objective / self._replicas
-            local = self._scale(local + self._regularization_share())
+            local = self._scale(local + regularization)
         grads = tape.gradient(local, variables)
         return self._result(grads, losses, weights)
 
@@ -180,11 +188,15 @@ class ReplicaStep:
         """The forward pass, recorded on ``tape`` (everything differentiated is computed here)."""
         with tape:
             features = self.model.features(images, training=True)
-            shares = self.task_losses(labels, self.model.predict_heads(features, training=True))
+            outputs = self.model.predict_heads(features, training=True)
+            has_regularization = bool(self.model.losses)
+            regularization = self._scale(self._regularization_share())  # before any all-reduce
+            shares = self.task_losses(labels, outputs)
             scaled = [self._scale(share) for share in shares]
-            regularization = self._scale(self._regularization_share())
             heads_objective = tf.add_n(scaled) + regularization
-        return _Forward(features, shares, scaled, regularization, heads_objective)
+        return _Forward(
+            features, shares, scaled, regularization, has_regularization, heads_objective
+        )
 
     def fixed_weights_now(self, images: tf.Tensor, labels: dict[str, tf.Tensor]) -> Step:
         """A step that skips per-task gradients: the method's current weights, fixed."""
@@ -227,7 +239,7 @@ class ReplicaStep:
             update, weights = weighting.aggregate(per_task, losses)
             # every replica holds the same update; the optimizer sums the replicas' copies
             shared_grads = _unflatten(update * scale / self._replicas, shared)
-        if self.model.losses:
+        if forward.has_regularization:
             extra = tape.gradient(forward.regularization, shared)
             shared_grads = [
                 g if e is None else g + e for g, e in zip(shared_grads, extra, strict=True)
@@ -244,7 +256,7 @@ class ReplicaStep:
         shared, heads = self.model.shared_variables, self.model.task_variables
         scale = self._loss_scale()
         context = tf.distribute.get_replica_context()
-        all_grads, all_losses, head_sum = [], [], None
+        all_grads, all_losses, head_sum, extra_sum = [], [], None, None
         for sample_images, sample_labels in zip(images, labels, strict=True):
             tape = tf.GradientTape(persistent=True)
             forward = self._forward_on_tape(tape, sample_images, sample_labels)
@@ -259,11 +271,22 @@ class ReplicaStep:
                 [_flatten(tape.gradient(s, shared), like=shared) for s in forward.scaled]
             )
             all_grads.append(context.all_reduce(tf.distribute.ReduceOp.SUM, local / scale))
+            if forward.has_regularization:  # the model's own losses, as combined_gradients adds
+                extra = _zeros_for_none(tape.gradient(forward.regularization, shared), shared)
+                extra_sum = (
+                    extra
+                    if extra_sum is None
+                    else [a + b for a, b in zip(extra_sum, extra, strict=True)]
+                )
             del tape
         per_task = tf.stack(all_grads)  # [S, T, P]
         losses_per_sample = tf.stack(all_losses)  # [S, T]
         update, weights = weighting.aggregate_samples(per_task, losses_per_sample)
         shared_grads = _unflatten(update * scale / self._replicas, shared)
+        if extra_sum is not None:  # the mean over the samples, like the heads' gradients
+            shared_grads = [
+                g + e / float(self.samples) for g, e in zip(shared_grads, extra_sum, strict=True)
+            ]
         head_grads = [g / float(self.samples) for g in head_sum]
         losses = tf.reduce_mean(losses_per_sample, axis=0)
         bad_task_grads = tf.logical_not(tf.reduce_all(tf.math.is_finite(per_task), axis=[0, 2]))

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
-from mtbench.architecture import ModelParts, PerTaskHeads
+from mtbench.architecture import ModelParts, PerTaskHeads, features_of, with_features
 
 from .options import CrossStitchConfig
 
@@ -69,8 +69,10 @@ class CrossStitch(PerTaskHeads):
     paper (``self_weight`` on the diagonal, 0.9 by default; the rest of each row shared equally:
     the paper's (alpha_S, alpha_D) = (0.9, 0.1) for two tasks). Every copy and unit reaches every
     task's loss through the mixing, so all are shared (the model has ``T`` times the backbone's
-    parameters); task ``t``'s own: its head. Needs a backbone with stages. Each task reads its
-    own representation, so feature-level weighting methods are refused.
+    parameters); task ``t``'s own: its head. Needs a backbone with stages; a stage that passes a
+    dict state is stitched by its features, each copy keeping its own context (the same in
+    every copy: see :mod:`mtbench.architecture`). Each task reads its own representation, so
+    feature-level weighting methods are refused.
 
     Reference: I. Misra, A. Shrivastava, A. Gupta, M. Hebert, "Cross-stitch Networks for
     Multi-task Learning", CVPR 2016.
@@ -115,7 +117,8 @@ class CrossStitch(PerTaskHeads):
                 self.stage_layers[t * self.num_stages + j](activations[t], training=training)
                 for t in range(len(tasks))
             ]
-            activations = unit(outputs)
+            mixed = unit([features_of(o) for o in outputs])
+            activations = [with_features(o, m) for o, m in zip(outputs, mixed, strict=True)]
         return dict(zip(tasks, activations, strict=True))
 
     def shared_layers(self) -> list[Any]:

@@ -140,10 +140,10 @@ class DSelectK(MMoE):
     where ``r_{t,i}(x)`` puts weight ``prod_j S(z_j)`` on the expert whose binary code matches
     the smooth steps ``S(z)`` of the selector's code logits ``z = Z_{t,i} x``. ``S`` reaches
     exactly 0 and 1 outside ``[-gamma/2, gamma/2]``, so the selection becomes exactly sparse
-    while training. Per-example gates (the paper's "per-example" variant). Experts and bottom as
-    in ``mmoe`` (``expert_stages``). Shared: the experts and the bottom; task ``t``'s own: its
-    gate and head. Each task reads its own mixture, so feature-level weighting methods are
-    refused.
+    while training. Per-example gates (the paper's "per-example" variant). Experts, bottom and
+    what the gates read as in ``mmoe`` (``expert_stages``). Shared: the experts and the bottom;
+    task ``t``'s own: its gate and head. Each task reads its own mixture, so feature-level
+    weighting methods are refused.
 
     Reference: H. Hazimeh, Z. Zhao, A. Chowdhery, M. Sathiamoorthy, Y. Chen, R. Mazumder, L. Hong,
     E. H. Chi, "DSelect-k: Differentiable Selection in the Mixture of Experts with Applications

@@ -1,5 +1,11 @@
 """What the mixture-of-experts architectures (``mmoe``, ``cgc``, ``ple``, ``dselect_k``) share:
-experts over a shared bottom, softmax gates, and the gated sum of the experts' outputs."""
+experts over a shared bottom, softmax gates, and the gated sum of the experts' outputs.
+
+Experts read and return stage states (:mod:`mtbench.architecture`): one tensor, or a dict whose
+``features`` the gated sum mixes (its context is carried over). Gates read
+:func:`~mtbench.architecture.pooled_features` of the experts' input: the features, averaged over
+the real elements of a padded set (a molecule's atoms), flattened by the gate.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,15 @@ from typing import Any
 
 import keras
 
-from mtbench.architecture import ArchitectureError, Chain, ModelParts, Stage
+from mtbench.architecture import (
+    FEATURES,
+    ArchitectureError,
+    Chain,
+    ModelParts,
+    Stage,
+    features_of,
+    with_features,
+)
 
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
@@ -63,11 +77,12 @@ class SoftmaxGate(keras.layers.Layer):
 
 def mix(weights: Any, outputs: Sequence[Any]) -> Any:
     """``sum_e weights[:, e] * outputs[e]``: the experts' outputs (any shape, batch first)
-    weighted per example, in the outputs' dtype."""
-    stacked = keras.ops.stack(list(outputs), axis=1)  # [B, E, ...]
+    weighted per example, in the outputs' dtype. Outputs that are dict states are mixed by their
+    features; the context of the first is carried over (every expert carries the same)."""
+    stacked = keras.ops.stack([features_of(o) for o in outputs], axis=1)  # [B, E, ...]
     shape = (-1, len(outputs)) + (1,) * (len(stacked.shape) - 2)
     w = keras.ops.reshape(keras.ops.cast(weights, stacked.dtype), shape)
-    return keras.ops.sum(stacked * w, axis=1)
+    return with_features(outputs[0], keras.ops.sum(stacked * w, axis=1))
 
 
 @dataclass
@@ -128,22 +143,42 @@ def plan_experts(
     return ExpertPlan(bottom, [stages[g[0]].input_shape for g in groups], make)
 
 
-def check_gate_input(shape: Any, architecture: str, parts: ModelParts) -> None:
-    """Gates read one tensor: refuse dict inputs reaching them."""
-    if isinstance(shape, Mapping):
-        backbone = parts.backbone["name"]
-        if callable(getattr(parts.make_backbone(), "stages", None)):
+def check_gate_input(plan: ExpertPlan, architecture: str, parts: ModelParts) -> None:
+    """Gates read the first level's input: refuse the dataset's dict of inputs (experts over
+    whole backbones, or levels that cover every stage), which is not a stage state."""
+    shape = plan.level_inputs[0]
+    if plan.bottom is not None or not isinstance(shape, Mapping):
+        return
+    backbone = parts.backbone["name"]
+    stages = getattr(parts.make_backbone(), "stages", None)
+    levels = len(plan.level_inputs)
+    if not callable(stages):
+        fix = (
+            f"Backbone '{backbone}' has no stages() that could put a shared bottom before the "
+            "gates, so with these inputs it works only with architecture=hard_sharing"
+        )
+    else:
+        count = len(list(stages()))
+        if count - 1 >= levels:
             fix = (
-                f"Set architecture.expert_stages to fewer than the stages of backbone "
-                f"'{backbone}', so that its first stages give the gates one tensor"
+                f"Set architecture.expert_stages to at most {count - 1} (backbone '{backbone}' "
+                f"has {count} stages)"
+                + (f" and at least num_levels={levels}" if levels > 1 else "")
+                + ", so that its first stages are a shared bottom whose output the gates read"
+            )
+        elif count > 1:
+            fix = (
+                f"Backbone '{backbone}' has {count} stages: with one in a shared bottom before "
+                f"the gates, {count - 1} are left for the {levels} levels. Set "
+                f"architecture.num_levels and architecture.expert_stages to at most {count - 1}"
             )
         else:
             fix = (
-                f"Backbone '{backbone}' has no stages() that could put a shared bottom before the "
-                "gates, so with these inputs it works only with architecture=hard_sharing"
+                f"Backbone '{backbone}' has a single stage, so no shared bottom can come before "
+                "the gates: with these inputs it works only with architecture=hard_sharing"
             )
-        raise ArchitectureError(
-            f"architecture={architecture}'s gates read the experts' input as one tensor, but "
-            f"this dataset's inputs are a dict ({', '.join(shape)}) and no shared bottom turns "
-            f"them into one. {fix}"
-        )
+    raise ArchitectureError(
+        f"architecture={architecture}'s gates read the experts' input, but this dataset's "
+        f"inputs are a dict ({', '.join(shape)}), which gates cannot read, and no shared bottom "
+        f"turns them into a stage state (one tensor, or a dict with '{FEATURES}'). {fix}"
+    )

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from mtbench.architecture import ModelParts, PerTaskHeads
+from mtbench.architecture import ModelParts, PerTaskHeads, pooled_features
 from mtbench.model import task_seed
 
 from .experts import SoftmaxGate, check_gate_input, mix, plan_experts
@@ -21,11 +21,14 @@ class MMoE(PerTaskHeads):
         g_t(x) = softmax((W_t x + b_t) / temperature),
         y_t = h_t( sum_e g_t(x)_e f_e(x) ).
 
-    Each expert is a whole backbone (``expert_stages=null``: ``x`` is the preprocessed input) or
-    a copy of the backbone's last ``expert_stages`` stages, after its first stages shared by all
-    (``x`` is their output). Shared: the experts and the shared bottom; task ``t``'s own: its
-    gate and head. Each task reads its own mixture, so feature-level weighting methods are
-    refused.
+    Each expert is a whole backbone (``expert_stages=null``: ``x`` is the preprocessed input,
+    which must be one tensor) or a copy of the backbone's last ``expert_stages`` stages, after
+    its first stages shared by all (``x`` is their output). As in the paper the gates read the
+    experts' input ``x``, flattened; when ``x`` is a padded set (a molecule's atom features,
+    with a mask: see :mod:`mtbench.architecture`), its mean over the real elements, so that the
+    gates, like the backbone, do not depend on the order of the atoms or the padding. Shared:
+    the experts and the shared bottom; task ``t``'s own: its gate and head. Each task reads its
+    own mixture, so feature-level weighting methods are refused.
 
     Reference: J. Ma, Z. Zhao, X. Yi, J. Chen, L. Hong, E. H. Chi, "Modeling Task Relationships in
     Multi-task Learning with Multi-gate Mixture-of-Experts", KDD 2018.
@@ -53,7 +56,7 @@ class MMoE(PerTaskHeads):
         super().__init__(parts, preprocessing, **options)
         o, parts = self.options, self.parts
         plan = plan_experts(parts, self.architecture, o.expert_stages, check=self.check_stage_count)
-        check_gate_input(plan.level_inputs[0], self.architecture, parts)
+        check_gate_input(plan, self.architecture, parts)
         self.bottom = plan.bottom
         self.experts = [plan.make(0) for _ in range(o.num_experts)]
         self.gates = {t: self.make_gate(t) for t in parts.task_names}
@@ -70,6 +73,8 @@ class MMoE(PerTaskHeads):
         )
 
     def gate(self, task: str, x: Any, training: bool) -> Any:
+        """Task ``task``'s expert weights from ``x``, what gates read of the experts' input
+        (:func:`~mtbench.architecture.pooled_features`)."""
         return self.gates[task](x)
 
     def features(self, inputs: Any, training: bool = False) -> dict[str, Any]:
@@ -77,7 +82,8 @@ class MMoE(PerTaskHeads):
         if self.bottom is not None:
             x = self.bottom(x, training=training)
         outputs = [expert(x, training=training) for expert in self.experts]
-        return {t: mix(self.gate(t, x, training), outputs) for t in self.parts.task_names}
+        read = pooled_features(x)
+        return {t: mix(self.gate(t, read, training), outputs) for t in self.parts.task_names}
 
     def shared_layers(self) -> list[Any]:
         return [*([self.bottom] if self.bottom is not None else []), *self.experts]

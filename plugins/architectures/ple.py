@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from mtbench.architecture import ModelParts, PerTaskHeads
+from mtbench.architecture import ModelParts, PerTaskHeads, pooled_features
 from mtbench.model import task_seed
 
 from .experts import SoftmaxGate, check_gate_input, mix, plan_experts
@@ -27,7 +27,9 @@ class PLE(PerTaskHeads):
     and task ``t`` reads ``y_t = h_t(u_t)`` after the last level. The levels cover the
     backbone's last ``expert_stages`` stages (``null``: all), split into ``num_levels``
     consecutive groups; the stages before them are a bottom shared by all. With one level this is
-    CGC (architecture ``cgc``).
+    CGC (architecture ``cgc``). Gates read their input as ``mmoe``'s do (flattened; a padded set
+    averaged over its real elements); between levels the gated sums mix the features of stage
+    states and carry their context over (:mod:`mtbench.architecture`).
 
     Task ``t``'s own variables are those only its loss reaches: its experts and gate of the last
     level, its gate of the level before, and its head. Everything else (the bottom, the shared
@@ -63,7 +65,7 @@ class PLE(PerTaskHeads):
         plan = plan_experts(
             parts, self.architecture, o.expert_stages, levels, check=self.check_stage_count
         )
-        check_gate_input(plan.level_inputs[0], self.architecture, parts)
+        check_gate_input(plan, self.architecture, parts)
         self.bottom = plan.bottom
         # flat lists, level-major (then task-major): see _shared_expert etc.
         self.shared_experts, self.task_experts, self.task_gates, self.shared_gates = [], [], [], []
@@ -123,9 +125,10 @@ class PLE(PerTaskHeads):
             ]
             if level < self.num_levels - 1:
                 everything = shared + [out for outs in own for out in outs]
-                shared_input = mix(self.shared_gates[level](shared_input), everything)
+                weights = self.shared_gates[level](pooled_features(shared_input))
+                shared_input = mix(weights, everything)
             task_inputs = [
-                mix(self._gate(level, i)(task_inputs[i]), shared + own[i])
+                mix(self._gate(level, i)(pooled_features(task_inputs[i])), shared + own[i])
                 for i in range(len(tasks))
             ]
         return dict(zip(tasks, task_inputs, strict=True))

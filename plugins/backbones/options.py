@@ -99,6 +99,9 @@ class Readout(StrEnum):
 class SchNetConfig:
     """Options of the ``schnet`` backbone (padded molecules ``{"z", "r", "mask"}``).
 
+    Its stages, for the architectures that cut it (``architecture.expert_stages`` counts them):
+    the embedding, each interaction block, the readout (``interactions + 2``).
+
     Attributes:
         hidden: Atom features; the output has as many (twice as many for ``sum_mean``).
         filters: Channels of the continuous filters.
@@ -120,6 +123,9 @@ class SchNetConfig:
 @dataclass
 class DescriptorMLPConfig:
     """Options of the ``descriptor_mlp`` backbone (padded molecules ``{"z", "r", "mask"}``).
+
+    Its stages, for the architectures that cut it: the descriptor (no variables), then one per
+    dense layer (``len(hidden_units) + 1``).
 
     Attributes:
         elements: Atomic numbers described (other atoms are left out).

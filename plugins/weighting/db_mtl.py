@@ -39,6 +39,17 @@ class DBMTL(GradientWeighting):
     - A step with a non-finite loss or gradient leaves the averages and the step count as they
       were (its update is still non-finite, so the trainer fails or skips it).
 
+    A task without a labelled example in the batch has loss 0 and gradient 0, so its
+    log-loss gradient is ``0 / 1e-8 = 0`` and its average only decays (``m_t <- beta_k m_t``),
+    as in the reference.
+
+    Short budgets: the average is a second momentum in front of the model's optimizer. With
+    Adam at 1e-3 on the 2-epoch MultiFashion recipe (156 steps) the update's cosine with the
+    sum of this step's gradients is 0.5-0.7 (0.99 with ``beta=0``), the training loss after
+    80 steps 1.7 against 1.2, and the test accuracy about 20 points below ``ew``; ``beta=0``
+    keeps no average and trains like ``ew``, and ``ew`` with the same average falls as far
+    (README, "Every method on MultiFashion"). The defaults stay the reference's.
+
     The averages are ``[T, P]`` float32 state (created on the first step; see
     :func:`.balance_util.task_buffer`). Like the reference (which refuses ``rep_grad``), it
     works on the gradients of the shared parameters only. Cost per step, beyond the T backward

@@ -32,6 +32,20 @@ class MoCo(GradientWeighting):
     bound are LibMTL's, followed here. The logged weights are ``lambda``; the update is a
     combination of the tracked gradients, not of this step's.
 
+    A task without a labelled example in the batch has loss 0 and gradient 0: its ``h_t`` is
+    ``0 / (0 + 1e-8) * 0 = 0`` and its tracked gradient moves towards 0 by ``beta_k``, as in the
+    reference.
+
+    Short budgets: ``Y`` averages the past rescaled gradients over a window that grows with k
+    (their mean age is 9 steps at k = 35 and 22 at k = 156), a second momentum in front of the
+    model's optimizer. With Adam at 1e-3 on the 2-epoch MultiFashion recipe the update's cosine
+    with the sum of this step's gradients falls from 0.65 (first 20 steps) to 0.37 (second
+    epoch), against 0.99 with ``beta=1, beta_sigma=0``, which tracks nothing; the test accuracy
+    is about 20 points below ``ew``, and without tracking it trains like ``ew`` (README,
+    "Every method on MultiFashion"). The defaults stay LibMTL's; the authors' own scripts used
+    other values per dataset (github.com/heshandevaka/MoCo: a constant 0.99 for NYUv2, almost
+    no tracking).
+
     The tracked gradients ``Y`` (``[T, P]``, P the number of shared parameters: memory for T
     more copies of the gradient), ``lambda`` and the step count are layer weights. P is not
     known when the trainer sets the method up, so ``Y`` is created by

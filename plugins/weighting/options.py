@@ -123,7 +123,8 @@ class DBMTLConfig:
     """Attributes:
     beta: The averaging factor of each task's gradient average,
         ``m_t <- g_t + beta_k (m_t - g_t)`` with ``beta_k = beta / k^beta_sigma`` at step k
-        (the reference's ``DB_beta``, 0.9).
+        (the reference's ``DB_beta``, 0.9); 0 keeps no average (a second momentum in front of
+        the optimizer, which slows short runs: see the class docstring).
     beta_sigma: How fast ``beta_k`` decays with the step (the reference's ``DB_beta_sigma``;
         0, the reference default, keeps it constant).
     """
@@ -335,7 +336,8 @@ class MGDALogConfig(MGDAConfig):
 @dataclass
 class MoCoConfig:
     """Attributes:
-    beta: The step size of the tracked gradients at step 1 (LibMTL's ``MoCo_beta``).
+    beta: The step size of the tracked gradients at step 1 (LibMTL's ``MoCo_beta``); 1 with
+        ``beta_sigma=0`` tracks nothing (tracking slows short runs: see the class docstring).
     beta_sigma: It decays as ``beta / k^beta_sigma`` at step k (LibMTL's ``MoCo_beta_sigma``).
     gamma: The step size of the task weights at step 1 (LibMTL's ``MoCo_gamma``).
     gamma_sigma: It decays as ``gamma / k^gamma_sigma`` (LibMTL's ``MoCo_gamma_sigma``).

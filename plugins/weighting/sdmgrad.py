@@ -27,7 +27,15 @@ class SDMGrad(GradientWeighting):
     ``(Z' w + lamda mean_t Z_t) / (1 + lamda)``; the logged weights are
     ``(w + lamda / T) / (1 + lamda)``. The heads are trained on the mean of their own task's
     gradients over the three batches (the reference sums them: the same direction, three times
-    the step). Each update costs three batches' per-task gradients (``3 T`` backward passes).
+    the step). Each update costs three batches' per-task gradients (``3 T`` backward passes),
+    and an epoch of N batches makes ``N // 3`` updates; LibMTL's trainer makes N, each drawing
+    three batches: ``trainer.epochs=3E`` here gives the updates of its E epochs.
+
+    Many noisy tasks: the cross-batch matrix ``M`` is not symmetric and, when the per-task
+    gradients are mostly noise (``cifar100_tasks``, about six labelled examples per task in a
+    batch), indefinite; the projected steps then end on a vertex of the simplex, so each update
+    is mostly one task's gradient (weight ``1 / 1.3``) plus ``0.3 / 1.3`` of the mean. The
+    reference computes the same (tests/test_weighting_short_budget.py).
 
     Example:
         ``python -m mtbench weighting=sdmgrad weighting.lamda=0.3``
