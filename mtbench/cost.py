@@ -44,7 +44,9 @@ COST_METHOD = (
     "precision); joint_over_singles = joint step / sum of the single-task steps; "
     "joint_epoch_over_singles = joint step x its steps per epoch / sum over tasks of single-task "
     "step x its steps per epoch (they differ from joint_over_singles when the single-task runs "
-    "train on fewer examples: those labelled for their task)"
+    "train on fewer examples: those labelled for their task, or when the joint method is a "
+    "sampling one); a step is one update: for a weighting method with samples_per_step > 1 one "
+    "step reads that many batches and an epoch has that many times fewer steps"
 )
 
 #: What the probe calls the hard-sharing counterpart of a joint run of another architecture: a

@@ -628,7 +628,8 @@ class Benchmark:
             else:
                 batches = trainer.batches
             iterator = trainer.step_iterator(batches)
-            steps_per_epoch[plan.name] = int(batches.steps_per_epoch)
+            # updates, as run_steps counts them (a sampling method's update reads 3 batches)
+            steps_per_epoch[plan.name] = int(trainer.updates_per_epoch(batches))
             steppers[plan.name] = lambda count, t=trainer, it=iterator: t.run_steps(it, count)
         unavailable = None
         if architecture != DEFAULT_ARCHITECTURE and records.JOINT_RUN in steppers:

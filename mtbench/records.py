@@ -88,7 +88,7 @@ run, so a crash keeps what was finished; a value that is not a finite number is 
                          "joint_over_hard_sharing": null | 0.0,
                          "joint_over_hard_sharing_undefined": null | "<why>",
                          "joint_over_hard_sharing_method": null | "..."},
-         "cost_undefined": null | "<why>"}}          # why "cost" is null (the probe was off)
+         "cost_undefined": null | "<why>"}}          # why "cost" is null (probe off; runs missing)
 
 A failed run keeps ``name``, ``tasks``, ``status`` and ``error`` (``test`` is null); it is never
 reported as a number. ``comparison.cost`` is :func:`mtbench.cost.cost_comparison`'s record:

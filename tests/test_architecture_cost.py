@@ -132,6 +132,23 @@ def test_hard_sharing_is_not_timed_against_itself(npz_root, baselines, tmp_path,
     assert "1 by definition" in (tmp_path / "report.md").read_text()
 
 
+def test_a_sampling_methods_epoch_counts_its_updates_not_its_batches(
+    npz_root, baselines, tmp_path, probe_spy
+):
+    """sdmgrad reads three batches per update: its epoch of 3 batches is 1 step, as the trainer
+    counts it, so the epoch cost is one (3-batch) step, not three."""
+    cfg = _cfg(npz_root, baselines, "weighting=sdmgrad", "benchmark.cost_rounds=1")
+    results = Benchmark(cfg, tmp_path).run()
+    cost = results["comparison"]["cost"]
+    joint = next(r for r in results["runs"] if r["name"] == "joint")
+    assert cost["steps_per_epoch"]["single:fine"] == 3  # 150 examples, batches of 50
+    assert cost["steps_per_epoch"]["joint"] == 1 == joint["timing"]["steps_per_epoch"]
+    seconds = cost["step_seconds"]
+    singles = sum(seconds[f"single:{t}"] * 3 for t in ("fine", "coarse"))
+    assert cost["joint_epoch_over_singles"] == pytest.approx(seconds["joint"] / singles, rel=1e-9)
+
+
+@pytest.mark.slow
 def test_without_the_probe_the_cost_is_null_with_the_reason_and_training_is_unchanged(
     npz_root, baselines, tmp_path, probe_spy
 ):

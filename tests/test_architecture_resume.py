@@ -191,7 +191,13 @@ def interrupted_mmoe(tmp_path_factory) -> tuple[Run, Path, Path]:
     return _reference_and_interrupted(tmp_path_factory.mktemp("stale"), "mmoe", "uw")
 
 
-@pytest.mark.parametrize("group", ["model", "optimizer", "weighting", "trainer"])
+@pytest.mark.parametrize(
+    "group",
+    [
+        "model",
+        *(pytest.param(g, marks=pytest.mark.slow) for g in ("optimizer", "weighting", "trainer")),
+    ],
+)
 def test_a_resume_that_restores_stale_state_is_caught(group, interrupted_mmoe, tmp_path):
     """A checkpoint whose ``group`` is one epoch and a step old (as if saving forgot it) must
     not pass :func:`assert_same_run`: every group it compares matters to the result."""

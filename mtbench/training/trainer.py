@@ -290,6 +290,11 @@ class Trainer:
         """Updates per epoch: one per batch, or per ``samples`` batches for sampling methods."""
         return batches.steps_per_epoch // self.samples
 
+    def updates_per_epoch(self, batches: EpochBatches) -> int:
+        """How many training steps (updates; :meth:`run_steps` counts these) make an epoch of
+        ``batches``: one per batch, or one per ``samples`` batches for sampling methods."""
+        return self._steps_per_epoch(batches)
+
     def step_iterator(self, batches: EpochBatches, epoch: int = 1) -> Any:
         """An endless iterator over ``batches`` (epoch ``epoch``'s order, repeated) for
         :meth:`run_steps`, distributed like training batches."""
