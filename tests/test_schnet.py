@@ -336,9 +336,10 @@ def test_stages_taken_from_a_molecule_backbone_build_only_their_variables():
 # ------------------------------------------- the same backbones as before they had stages
 def _schnet_before_stages(layer: SchNet, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
     """``SchNet.call`` as it was before the backbone had stages (commit 519901a), on the layer's
-    weights, after Keras's cast of the floating inputs to the compute dtype."""
+    weights, with one change since: the floating inputs are no longer cast to the compute dtype
+    (``autocast=False``), so under a mixed policy the distances come from float32 coordinates
+    (with the cast, bfloat16 coordinates moved these outputs by up to 2 %)."""
     compute = layer.compute_dtype
-    inputs = {k: tf.cast(v, compute) if v.dtype.is_floating else v for k, v in inputs.items()}
     z, mask, distances, pairs = molecule_geometry(inputs)
     centres = tf.linspace(0.0, layer.cutoff, layer.rbf)
     width = layer.cutoff / (layer.rbf - 1)
@@ -365,9 +366,9 @@ def _schnet_before_stages(layer: SchNet, inputs: dict[str, tf.Tensor]) -> tf.Ten
 
 
 def _descriptor_mlp_before_stages(layer: DescriptorMLP, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
-    """``DescriptorMLP.call`` as it was before the backbone had stages (commit 519901a)."""
+    """``DescriptorMLP.call`` as it was before the backbone had stages (commit 519901a), without
+    the cast of the floating inputs to the compute dtype (``autocast=False`` since)."""
     compute = layer.compute_dtype
-    inputs = {k: tf.cast(v, compute) if v.dtype.is_floating else v for k, v in inputs.items()}
     features = tf.math.log1p(layer.descriptor(inputs))
     return layer.mlp(tf.cast(features, compute), training=False)
 
