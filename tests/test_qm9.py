@@ -400,6 +400,17 @@ class TestQm9(DatasetSuite):
         return {"name": "qm9", "root": str(root), "download": False, "val_size": 8, "test_size": 8}
 
 
+def _tiny_experiment(root) -> list[str]:
+    """``+experiment=qm9_mtl`` on the small files of ``root``, two tasks, a small SchNet."""
+    return [
+        "+experiment=qm9_mtl", f"dataset.root={root}", "dataset.download=false",
+        "dataset.val_size=8", "dataset.test_size=8", "dataset.train_limit=null",
+        "benchmark.tasks=[homo,U0]", "backbone.hidden=8", "backbone.filters=8",
+        "trainer.batch_size=13", "trainer.progress=false", "trainer.checkpoint_every=0",
+        "benchmark.cost_rounds=0",
+    ]  # fmt: skip
+
+
 def test_the_experiment_runs_end_to_end(qm9_plugins, root, tmp_path):
     """``+experiment=qm9_mtl`` on the small files: single-task runs and the joint run train on the
     molecules and report each task's MAE in its unit."""
@@ -407,11 +418,7 @@ def test_the_experiment_runs_end_to_end(qm9_plugins, root, tmp_path):
         cfg = compose(
             "config",
             overrides=[
-                "+experiment=qm9_mtl", f"dataset.root={root}", "dataset.download=false",
-                "dataset.val_size=8", "dataset.test_size=8", "dataset.train_limit=null",
-                "benchmark.tasks=[homo,U0]", "backbone.hidden=8", "backbone.filters=8",
-                "trainer.epochs=2", "trainer.batch_size=13", "trainer.progress=false",
-                "trainer.checkpoint_every=0", "benchmark.cost_rounds=0",
+                *_tiny_experiment(root), "trainer.epochs=2",
             ],
         )  # fmt: skip
     assert cfg.dataset.name == "qm9" and cfg.backbone.name == "schnet"
@@ -442,11 +449,7 @@ def test_the_experiment_runs_with_a_sharing_architecture(qm9_plugins, root, tmp_
         cfg = compose(
             "config",
             overrides=[
-                "+experiment=qm9_mtl", f"dataset.root={root}", "dataset.download=false",
-                "dataset.val_size=8", "dataset.test_size=8", "dataset.train_limit=null",
-                "benchmark.tasks=[homo,U0]", "backbone.hidden=8", "backbone.filters=8",
-                "backbone.interactions=2", "trainer.epochs=1", "trainer.batch_size=13",
-                "trainer.progress=false", "trainer.checkpoint_every=0", "benchmark.cost_rounds=0",
+                *_tiny_experiment(root), "backbone.interactions=2", "trainer.epochs=1",
                 "benchmark.single_task=false", *architecture,
             ],
         )  # fmt: skip

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from .mlp import MLPBackbone
-from .schnet import molecule_geometry
+from .schnet import float32_inputs, molecule_geometry
 
 
 @keras.saving.register_keras_serializable(package="mtbench_plugins")
@@ -36,10 +36,7 @@ class MoleculeDescriptor(keras.layers.Layer):
     def __init__(
         self, elements: Sequence[int], bins: int, max_distance: float, **kwargs: Any
     ) -> None:
-        # the coordinates reach the distances in float32 under a mixed policy (Keras would
-        # cast floating inputs to the compute dtype: bfloat16 resolves ~0.03 A at 4 A)
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
+        super().__init__(**float32_inputs(kwargs))
         self.elements = [int(e) for e in elements]
         self.bins = int(bins)
         self.max_distance = float(max_distance)
@@ -121,10 +118,7 @@ class DescriptorMLP(keras.layers.Layer):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        # the coordinates reach the distances in float32 under a mixed policy (Keras would
-        # cast floating inputs to the compute dtype: bfloat16 resolves ~0.03 A at 4 A)
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
+        super().__init__(**float32_inputs(kwargs))
         self.elements = [int(e) for e in elements]
         self.bins = int(bins)
         self.max_distance = float(max_distance)
