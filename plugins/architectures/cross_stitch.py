@@ -42,12 +42,19 @@ class CrossStitchUnit(keras.layers.Layer):
         )
 
     def call(self, inputs: Sequence[Any]) -> list[Any]:
-        stacked = keras.ops.stack(list(inputs), axis=0)  # [T, B, ...]
-        alpha = keras.ops.cast(self.alpha, stacked.dtype)
-        # einsum, not tensordot: the gradient of alpha keeps its static shape (weighting
-        # methods stack per-task gradients of fixed size)
-        mixed = keras.ops.einsum("ts,s...->t...", alpha, stacked)  # [T, B, ...]
-        return [mixed[t] for t in range(self.tasks)]
+        inputs = list(inputs)
+        alpha = keras.ops.cast(self.alpha, inputs[0].dtype)
+        # A weighted sum of the T inputs per task, not an einsum over them stacked: TensorFlow
+        # runs "ts,s...->t..." 25-60x slower on CPU (tests/benchmarks/cross_stitch_mixing.py),
+        # which made a cross-stitch step 30x a hard-sharing one on seed_cnn; the gradient of
+        # alpha keeps its static T x T shape (weighting methods stack per-task gradients)
+        mixed = []
+        for t in range(self.tasks):
+            y = alpha[t, 0] * inputs[0]
+            for s in range(1, self.tasks):
+                y = y + alpha[t, s] * inputs[s]
+            mixed.append(y)
+        return mixed
 
     def compute_output_shape(self, input_shape: Sequence[Any]) -> list[Any]:
         return list(input_shape)

@@ -115,10 +115,10 @@ def methods(selected: Sequence[str] | None = None) -> list[Method]:
     return found
 
 
-def _model(tasks: Sequence[TaskSpec]) -> MultiTaskModel:
+def _model(tasks: Sequence[TaskSpec], architecture: dict[str, Any] | None = None) -> MultiTaskModel:
     return build_model(
         {"name": "seed_cnn"}, {"name": "dense"}, tasks, np.zeros([1, 32, 32, 3], np.uint8),
-        precision=PRECISION, preprocessing=ImagePreprocessing(255.0),
+        architecture=architecture, precision=PRECISION, preprocessing=ImagePreprocessing(255.0),
     )  # fmt: skip
 
 
@@ -131,13 +131,19 @@ def _batch(tasks: Sequence[TaskSpec]) -> Split:
     return Split(images, {t.name: rng.integers(0, t.num_classes, BATCH_SIZE) for t in tasks})
 
 
-def build_step(config: dict[str, Any], warmup: int = 3, tasks: int = 2) -> Callable[[], None]:
-    """One compiled training step of the joint model with this weighting, ready to time."""
+def build_step(
+    config: dict[str, Any],
+    warmup: int = 3,
+    tasks: int = 2,
+    architecture: dict[str, Any] | None = None,
+) -> Callable[[], None]:
+    """One compiled training step of the joint model with this weighting (and ``architecture``,
+    default hard sharing), ready to time."""
     specs = task_specs(tasks)
     batch = _batch(specs)
     trainer = Trainer(
         TrainerConfig(batch_size=BATCH_SIZE, epochs=1, progress=False, checkpoint_every=0),
-        _model(specs),
+        _model(specs, architecture),
         registry.build("weighting", config),
         task_kinds(specs),
         precision=PRECISION,
