@@ -45,9 +45,10 @@ class CrossStitchUnit(keras.layers.Layer):
         inputs = list(inputs)
         alpha = keras.ops.cast(self.alpha, inputs[0].dtype)
         # A weighted sum of the T inputs per task, not an einsum over them stacked: TensorFlow
-        # runs "ts,s...->t..." 25-60x slower on CPU (tests/benchmarks/cross_stitch_mixing.py),
-        # which made a cross-stitch step 30x a hard-sharing one on seed_cnn; the gradient of
-        # alpha keeps its static T x T shape (weighting methods stack per-task gradients)
+        # runs "ts,s...->t..." forward and backward 25-33x slower on CPU for two tasks (5x for
+        # eight), which made a cross-stitch step 27-32x a hard-sharing one on seed_cnn
+        # (tests/benchmarks/architecture_ratios.py); the gradient of alpha keeps its static
+        # T x T shape (weighting methods stack per-task gradients)
         mixed = []
         for t in range(self.tasks):
             y = alpha[t, 0] * inputs[0]
