@@ -80,9 +80,10 @@ def main() -> None:
         )
     print()
     print(
-        cost.machine_note(args.rounds, args.per_round).replace(
-            "ratio = median over rounds of (method / ew",
-            f"ratio = median over rounds of (architecture / hard_sharing, both with {args.method}",
+        cost.machine_note(
+            args.rounds,
+            args.per_round,
+            ratio_of=f"architecture / hard_sharing, both with {args.method},",
         )
     )
 

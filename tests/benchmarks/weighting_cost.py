@@ -217,7 +217,7 @@ def ratio_table(
     return "\n".join(lines)
 
 
-def machine_note(rounds: int, per_round: int, tasks: int = 2) -> str:
+def machine_note(rounds: int, per_round: int, tasks: int = 2, ratio_of: str = "method / ew") -> str:
     from mtbench.hardware import cpu_name
 
     devices = ", ".join(d.device_type for d in tf.config.list_physical_devices())
@@ -227,5 +227,5 @@ def machine_note(rounds: int, per_round: int, tasks: int = 2) -> str:
         f"batch {BATCH_SIZE}, "
         f"{PRECISION}, Adam, no XLA; TensorFlow {tf.__version__}, devices {devices}, CPU "
         f"{cpu_name()} ({os.cpu_count()} cores visible). {rounds} rounds x {per_round} steps "
-        "per method, interleaved; ratio = median over rounds of (method / ew in the same round)."
+        f"per method, interleaved; ratio = median over rounds of ({ratio_of} in the same round)."
     )
