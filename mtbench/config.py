@@ -255,3 +255,16 @@ def check_values(trainer: TrainerConfig, benchmark: BenchmarkConfig) -> None:
     for key, value, ok, allowed in rules:
         if not ok:
             raise ConfigError(f"{key}={value} is out of range: it must be {allowed}")
+    if benchmark.tasks is not None and len(benchmark.tasks) == 1:
+        check_one_task_trains(benchmark.tasks[0], benchmark.single_task)
+
+
+def check_one_task_trains(task: str, single_task: bool) -> None:
+    """A benchmark of one task has no joint model: refuse it when it skips the single-task run
+    too, which would train nothing."""
+    if not single_task:
+        raise ConfigError(
+            f"benchmark.single_task=false with one task ({task}) trains nothing: one task has "
+            "no joint model, and single_task=false skips its single-task run. Set "
+            "benchmark.single_task=true, or choose at least two tasks in benchmark.tasks"
+        )

@@ -39,6 +39,7 @@ from mtbench.config import (
     ConfigError,
     TrainerConfig,
     check_keys,
+    check_one_task_trains,
     check_values,
 )
 from mtbench.cost import (
@@ -315,6 +316,8 @@ class Benchmark:
         smoothing = {"label_smoothing": trainer_config.label_smoothing}
         kinds = validate(data, dataset, defaults=smoothing)
         tasks = self._select_tasks(data, kinds)
+        if len(tasks) == 1:  # a dataset of one task (benchmark.tasks named were checked above)
+            check_one_task_trains(tasks[0], self.benchmark_config.single_task)
         if len(tasks) > 1:
             check.setup(tasks)  # options that depend on the tasks fail before training, too
         elif not isinstance(check, EqualWeights):

@@ -208,6 +208,24 @@ def test_one_task_benchmark_says_why_there_is_no_comparison(contract_registry, t
     assert "one task" in (tmp_path / "one" / "report.md").read_text()
 
 
+def test_one_task_without_its_single_task_run_is_refused_before_training(
+    contract_registry, tmp_path
+):
+    """One task has no joint model; with benchmark.single_task=false nothing would train, and the
+    run used to end "complete" with no run at all."""
+    from mtbench.config import ConfigError
+
+    cfg = _compose(
+        "dataset=contract_synthetic",
+        "backbone=mlp",
+        "benchmark.tasks=[energy]",
+        "benchmark.single_task=false",
+    )
+    with pytest.raises(ConfigError, match=r"single_task=false with one task \(energy\) trains"):
+        Benchmark(cfg, tmp_path / "refused").run()
+    assert not (tmp_path / "refused" / "results.json").exists()
+
+
 def test_a_gradient_method_for_one_task_is_refused_before_training(contract_registry, tmp_path):
     from mtbench.config import ConfigError
 
