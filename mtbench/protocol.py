@@ -316,11 +316,11 @@ class Benchmark:
         smoothing = {"label_smoothing": trainer_config.label_smoothing}
         kinds = validate(data, dataset, defaults=smoothing)
         tasks = self._select_tasks(data, kinds)
-        if len(tasks) == 1:  # a dataset of one task (benchmark.tasks named were checked above)
-            check_one_task_trains(tasks[0], self.benchmark_config.single_task)
         if len(tasks) > 1:
             check.setup(tasks)  # options that depend on the tasks fail before training, too
-        elif not isinstance(check, EqualWeights):
+        else:  # also a dataset of one task, which check_values could not see
+            check_one_task_trains(tasks[0], self.benchmark_config.single_task)
+        if len(tasks) == 1 and not isinstance(check, EqualWeights):
             raise ConfigError(
                 f"weighting={cfg.weighting.name} combines several tasks, but this benchmark "
                 f"trains one ({tasks[0]}): there is no joint model to weight. Choose "

@@ -62,7 +62,6 @@ def main() -> None:
         options, _ = ARCHITECTURES[name]
         steps[name] = cost.build_step({"name": args.method}, architecture={"name": name, **options})
     timings = cost.alternate(steps, args.rounds, args.per_round, report=True)
-    baseline = timings.seconds["hard_sharing"]
     print()
     print(
         "| architecture | ms per step (median) | ratio to hard_sharing (median) | ratio range "
@@ -71,7 +70,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for name in chosen:
         seconds = timings.seconds[name]
-        ratios = [s / b for s, b in zip(seconds, baseline, strict=True)]
+        ratios = timings.ratios(name, baseline="hard_sharing")
         ratio, copies = statistics.median(ratios), ARCHITECTURES[name][1]
         verdict = "OVER" if ratio > copies * TOLERANCE else "ok"
         print(
