@@ -22,11 +22,15 @@ import tensorflow as tf
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
 
 
-def _workers_in_tf_config() -> int:
+def _tf_config() -> dict:
     try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        return json.loads(os.environ.get("TF_CONFIG", "{}"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from exc
+
+
+def _workers_in_tf_config() -> int:
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -87,10 +91,27 @@ def _mirrored(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
     return tf.distribute.MirroredStrategy(list(devices))
 
 
-@functools.cache
+#: the process's multi-worker strategy and the TF_CONFIG it was made from
+_MULTI_WORKER: list[tuple[dict, tf.distribute.MultiWorkerMirroredStrategy]] = []
+
+
 def _multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
-    """One per process: TensorFlow configures the collective runtime once, with the first."""
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    """One per process: TensorFlow configures the collective runtime once, with the first
+    strategy, so a process stays in the cluster it joined first; a later run whose ``TF_CONFIG``
+    describes another cluster or another task is refused rather than trained in the old one."""
+    config = _tf_config()
+    if not _MULTI_WORKER:
+        _MULTI_WORKER.append((config, tf.distribute.MultiWorkerMirroredStrategy()))
+    joined, strategy = _MULTI_WORKER[0]
+    if config != joined:
+        raise RuntimeError(
+            f"TF_CONFIG changed after this process joined its cluster as "
+            f"{json.dumps(joined)}; it is now {json.dumps(config)}. TensorFlow sets up a "
+            "process's collective runtime once, so run each cluster's job as its own "
+            "`python -m mtbench` process on every worker rather than as the next job of a "
+            "multirun (e.g. through hydra.job.env_set.TF_CONFIG)"
+        )
+    return strategy
 
 
 def describe(strategy: tf.distribute.Strategy) -> dict[str, object]:
