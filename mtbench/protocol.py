@@ -622,6 +622,7 @@ class Benchmark:
         config = self.benchmark_config
         tasks = setup.tasks
         architecture = str(self.cfg.architecture.name)
+        tick = time.perf_counter()  # the probe's whole cost: building what it times, and timing
         steppers, steps_per_epoch = {}, {}
         for plan in plan_runs(tasks, single_task=True):
             trainer = self._trainers.get(plan.name)
@@ -643,7 +644,6 @@ class Benchmark:
         rounds = config.cost_rounds
         run_steps = steps_per_epoch[records.JOINT_RUN] * self.trainer_config.epochs
         steps = min(config.cost_steps, max(1, run_steps // (10 * (rounds + 1))))
-        tick = time.perf_counter()
         seconds = interleaved_step_seconds(steppers, rounds=rounds, steps=steps)
         record = cost_comparison(
             seconds, tasks, rounds=rounds, steps=steps, steps_per_epoch=steps_per_epoch,

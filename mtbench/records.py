@@ -95,9 +95,11 @@ reported as a number. ``comparison.cost`` is :func:`mtbench.cost.cost_comparison
 ``joint_over_hard_sharing`` (median joint step / median step of a hard-sharing joint model timed in
 the same rounds, ``"joint (hard_sharing)"`` in ``timed``) is null, with the reason in
 ``joint_over_hard_sharing_undefined``, for a hard-sharing joint run (1 by definition, not reported);
-cost records written before it lack these keys. ``parameter_counts`` (numbers of scalars, trainable
-only): ``shared`` are the variables the architecture declares shared (more than one task's loss
-reaches them); ``per_task[t]`` the task variables only task ``t``'s loss reaches,
+cost records written before it lack these keys. ``probe_seconds`` is the wall clock the probe added
+to the benchmark: building what it times that was not trained in this process (resumed or cached
+runs, the hard-sharing counterpart) and the timed rounds. ``parameter_counts`` (numbers of scalars,
+trainable only): ``shared`` are the variables the architecture declares shared (more than one task's
+loss reaches them); ``per_task[t]`` the task variables only task ``t``'s loss reaches,
 ``task_specific_unattributed`` task variables several tasks' losses reach (e.g. a hierarchical
 head); see :func:`mtbench.architecture.parameter_counts`. Units: each metric says its own
 (``fraction``: 0..1, shown as %); times are wall-clock seconds; memory is MiB.
