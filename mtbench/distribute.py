@@ -19,6 +19,8 @@ import os
 
 import tensorflow as tf
 
+from mtbench.config import ConfigError
+
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
 
 
@@ -26,7 +28,7 @@ def _tf_config() -> dict:
     try:
         return json.loads(os.environ.get("TF_CONFIG", "{}"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}") from exc
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {exc}") from exc
 
 
 def _workers_in_tf_config() -> int:
@@ -47,9 +49,10 @@ def split_cpu(replicas: int) -> None:
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
         )
     except RuntimeError as exc:
-        raise RuntimeError(
+        raise ConfigError(
             f"trainer.cpu_replicas={replicas} needs to split the CPU before TensorFlow starts; "
-            "this process already started it"
+            "this process already started it (with another number of CPU devices): run it as its "
+            "own `python -m mtbench` process"
         ) from exc
 
 
@@ -71,7 +74,7 @@ def make_strategy(kind: str, cpu_replicas: int = 1) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if kind == "multi_worker":
         if _workers_in_tf_config() < 1:
-            raise ValueError(
+            raise ConfigError(
                 "trainer.distribute=multi_worker needs TF_CONFIG describing the cluster "
                 '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
                 '"task": {"type": "worker", "index": 0}})'
@@ -104,7 +107,7 @@ def _multi_worker() -> tf.distribute.MultiWorkerMirroredStrategy:
         _MULTI_WORKER.append((config, tf.distribute.MultiWorkerMirroredStrategy()))
     joined, strategy = _MULTI_WORKER[0]
     if config != joined:
-        raise RuntimeError(
+        raise ConfigError(
             f"TF_CONFIG changed after this process joined its cluster as "
             f"{json.dumps(joined)}; it is now {json.dumps(config)}. TensorFlow sets up a "
             "process's collective runtime once, so run each cluster's job as its own "
