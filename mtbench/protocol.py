@@ -320,13 +320,13 @@ class Benchmark:
             check.setup(tasks)  # options that depend on the tasks fail before training, too
         else:  # also a dataset of one task, which check_values could not see
             check_one_task_trains(tasks[0], self.benchmark_config.single_task)
-        if len(tasks) == 1 and not isinstance(check, EqualWeights):
-            raise ConfigError(
-                f"weighting={cfg.weighting.name} combines several tasks, but this benchmark "
-                f"trains one ({tasks[0]}): there is no joint model to weight. Choose "
-                "benchmark.tasks with at least two of the dataset's tasks "
-                f"({', '.join(kinds)}), or weighting=ew."
-            )
+            if not isinstance(check, EqualWeights):
+                raise ConfigError(
+                    f"weighting={cfg.weighting.name} combines several tasks, but this benchmark "
+                    f"trains one ({tasks[0]}): there is no joint model to weight. Choose "
+                    "benchmark.tasks with at least two of the dataset's tasks "
+                    f"({', '.join(kinds)}), or weighting=ew."
+                )
         inputs = data.inputs if data.inputs is not None else Inputs()
         if not isinstance(inputs, Inputs):
             raise DatasetError(
