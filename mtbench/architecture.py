@@ -485,10 +485,16 @@ def check_config(config: Any) -> None:
 
 
 def check_weighting(
-    model: MultiTaskNetwork, weighting: Any, *, architecture: str, weighting_name: str
+    model: MultiTaskNetwork | type[MultiTaskNetwork],
+    weighting: Any,
+    *,
+    architecture: str,
+    weighting_name: str,
 ) -> None:
-    """Refuse a weighting method that cannot train ``model``: a gradient method of the features
-    (``gradient_of = "features"``) needs the one representation every head reads.
+    """Refuse a weighting method that cannot train ``model`` (a network, or its class: what it
+    reads is the class's ``shared_representation``, so the protocol checks an architecture class
+    before reading any data): a gradient method of the features (``gradient_of = "features"``)
+    needs the one representation every head reads.
 
     Raises:
         ArchitectureError: the method combines feature gradients and the tasks of ``model``

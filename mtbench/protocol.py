@@ -306,6 +306,16 @@ class Benchmark:
         with strategy.scope():
             check = self._make_weighting(joint=True)
         architecture_module.check_config(cfg.architecture)
+        network = registry.get("architecture", str(cfg.architecture.name)).factory
+        # a network class declares what its heads read; a function's network is checked once
+        # built, below
+        if isinstance(network, type) and issubclass(network, MultiTaskNetwork):
+            architecture_module.check_weighting(
+                network,
+                check,
+                architecture=str(cfg.architecture.name),
+                weighting_name=str(cfg.weighting.name),
+            )
         dataset = str(cfg.dataset.name)
         try:
             plugin = registry.build("dataset", cfg.dataset)

@@ -766,12 +766,28 @@ def test_the_benchmark_refuses_a_bad_option_before_reading_data(tmp_path):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_the_benchmark_refuses_a_feature_level_method_before_training(npz_root, tmp_path):
+def test_the_benchmark_refuses_a_feature_level_method_before_reading_data(tmp_path):
     from mtbench.protocol import Benchmark
 
-    cfg = _benchmark_config(npz_root, {"name": "cgc", "expert_stages": 1}, "graddrop")
+    cfg = _benchmark_config(tmp_path / "nowhere", {"name": "cgc", "expert_stages": 1}, "graddrop")
     with pytest.raises(ArchitectureError, match="weighting=graddrop .*architecture=cgc"):
         Benchmark(cfg, tmp_path / "run").run()
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_function_architecture_is_checked_once_its_network_is_built(npz_root, tmp_path):
+    """A factory function's network says what its heads read only once built: refused then,
+    still before training."""
+    from mtbench.protocol import Benchmark
+
+    def per_task(parts, preprocessing=None):
+        return MMoE(parts, preprocessing, num_experts=2, expert_stages=1)
+
+    with registry.isolated():
+        registry.register("architecture", "test_mmoe_function")(per_task)
+        cfg = _benchmark_config(npz_root, {"name": "test_mmoe_function"}, "graddrop")
+        with pytest.raises(ArchitectureError, match="architecture=test_mmoe_function"):
+            Benchmark(cfg, tmp_path / "run").run()
     assert not (tmp_path / "run" / "results.json").exists()
 
 
