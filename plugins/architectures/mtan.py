@@ -139,9 +139,10 @@ class MTAN(PerTaskHeads):
 
     where ``g`` is ``[1x1 conv, BN, ReLU, 1x1 conv, BN, sigmoid]`` (dense layers on set and
     vector stages) and ``f_j``, shared by the tasks, maps the previous attended features to the
-    shape of ``s_j`` (:class:`SharedTransform`). The paper's mask reads the output of a block's
-    first layer and gates the block's output; the stage interface exposes stage outputs only, so
-    here the mask reads the stage output it gates. Shared: the backbone and the ``f_j``; task
+    shape of ``s_j`` (:class:`SharedTransform`). The mask reads the stage output it gates, as in
+    the authors' Wide-ResNet MTAN (``visual_decathlon/model_wrn_mtan.py`` in lorenmt/mtan); their
+    SegNet MTAN, and LibMTL's, read a block's first layer and gate its output, which the stage
+    interface (stage outputs only) does not expose. Shared: the backbone and the ``f_j``; task
     ``t``'s own: its attention modules and head. Needs a backbone with stages whose outputs (the
     features of dict states, see :mod:`mtbench.architecture`) are feature maps ``[B, H, W, C]``,
     sets ``[B, N, C]`` (a molecule's atoms: with a mask, the batch norms and the pooling to
