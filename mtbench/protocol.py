@@ -13,6 +13,7 @@ whose loss or gradient becomes NaN or infinite is recorded as failed, not as a n
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import signal
@@ -306,16 +307,17 @@ class Benchmark:
         with strategy.scope():
             check = self._make_weighting(joint=True)
         architecture_module.check_config(cfg.architecture)
+        check_network = functools.partial(
+            architecture_module.check_weighting,
+            weighting=check,
+            architecture=str(cfg.architecture.name),
+            weighting_name=str(cfg.weighting.name),
+        )
         network = registry.get("architecture", str(cfg.architecture.name)).factory
         # a network class declares what its heads read; a function's network is checked once
         # built, below
         if isinstance(network, type) and issubclass(network, MultiTaskNetwork):
-            architecture_module.check_weighting(
-                network,
-                check,
-                architecture=str(cfg.architecture.name),
-                weighting_name=str(cfg.weighting.name),
-            )
+            check_network(network)
         dataset = str(cfg.dataset.name)
         try:
             plugin = registry.build("dataset", cfg.dataset)
@@ -395,12 +397,7 @@ class Benchmark:
                 ) from exc
             self._check_outputs(model, data, tasks, kinds, dataset, str(cfg.head.name))
             if len(tasks) > 1:
-                architecture_module.check_weighting(
-                    model,
-                    check,
-                    architecture=str(cfg.architecture.name),
-                    weighting_name=str(cfg.weighting.name),
-                )
+                check_network(model)
         # what was built to check the config is the joint run's, not thrown away
         self._prebuilt = {tuple(tasks): (model, check)}
         return setup
